@@ -1,0 +1,33 @@
+# lvd: `make demo` sets everything up and runs the demo chain; `make test` runs the test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# CPU machines: the pinned CPU wheel. On a GPU machine: make TORCH_SPEC='torch' (or your CUDA build).
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q '$(TORCH_SPEC)'
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# The April-2023 official DINOv2 code, used only by the tests as the reference model (its pins are stale).
+	$(BIN)/python -m pip install -q --no-deps 'dinov2==0.0.1.dev2'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH bash stages/demo.sh
+
+test: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) data/demo build *.egg-info

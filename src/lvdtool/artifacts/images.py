@@ -1,0 +1,152 @@
+"""The `images` artifact: WebDataset tar shards plus one Parquet index per shard.
+
+shards/<shard>.tar      members `<key>.<jpg|png|webp>` and `<key>.json` (the index row as JSON)
+shards/<shard>.parquet  one row per input record, whatever its outcome (see INDEX_SCHEMA)
+Only rows with status "ok" have an image in the tar.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lvdtool.artifacts.manifest import Manifest, open_input
+from lvdtool.errors import ArtifactError
+
+IMAGE_EXTS = ("jpg", "png", "webp")
+
+INDEX_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("shard", pa.string()),
+        ("position", pa.int64()),
+        ("source", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("content_hash", pa.string()),
+        ("phash", pa.uint64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("orig_width", pa.int32()),
+        ("orig_height", pa.int32()),
+        ("bytes", pa.int64()),
+        ("ext", pa.string()),
+        ("label", pa.string()),
+        ("duplicate_of", pa.string()),
+    ]
+)
+CORE_COLUMNS = tuple(INDEX_SCHEMA.names)
+
+
+def index_table(rows: list[dict[str, Any]], extra_columns: list[str]) -> pa.Table:
+    """Build a shard index; carried input columns (caption, ...) are stored as strings after the core ones."""
+    arrays = {name: [r.get(name) for r in rows] for name in CORE_COLUMNS}
+    table = pa.table(arrays, schema=INDEX_SCHEMA)
+    for col in extra_columns:
+        values = [r.get("extra", {}).get(col) for r in rows]
+        table = table.append_column(col, pa.array([None if v is None else str(v) for v in values], pa.string()))
+    return table
+
+
+class ImageShardWriter:
+    """Writes one tar shard (images + per-key JSON) to a temporary path."""
+
+    def __init__(self, tar_path: Path) -> None:
+        self.tar_path = tar_path
+        self._tar = tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT)
+        self.count = 0
+
+    def _add(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = 0  # deterministic bytes: a rerun produces the same tar
+        info.mode = 0o644
+        self._tar.addfile(info, io.BytesIO(data))
+
+    def write(self, key: str, ext: str, image_bytes: bytes, meta: dict[str, Any]) -> None:
+        if ext not in IMAGE_EXTS:
+            raise ArtifactError(f"key {key}: unsupported image extension {ext!r}")
+        self._add(f"{key}.{ext}", image_bytes)
+        self._add(f"{key}.json", json.dumps(meta, sort_keys=True, default=str).encode())
+        self.count += 1
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+@dataclass
+class ImageSample:
+    key: str
+    ext: str
+    data: bytes
+    meta: dict[str, Any]
+    shard: str
+
+
+class ImagesArtifact:
+    """Read access to a complete `images` artifact."""
+
+    def __init__(self, path: str | Path, manifest: Manifest | None = None) -> None:
+        self.path = Path(path)
+        self.manifest = manifest or open_input(self.path, "images")
+        self.shards = [s["name"] for s in self.manifest.shards]
+
+    def tar_path(self, shard: str) -> Path:
+        return self.path / "shards" / f"{shard}.tar"
+
+    def index_path(self, shard: str) -> Path:
+        return self.path / "shards" / f"{shard}.parquet"
+
+    def read_index(self, shard: str | None = None, columns: list[str] | None = None) -> pa.Table:
+        shards = [shard] if shard is not None else self.shards
+        tables = []
+        for s in shards:
+            p = self.index_path(s)
+            if not p.exists():
+                raise ArtifactError(f"{p}: index of shard {s} is missing")
+            tables.append(pq.read_table(p, columns=columns))
+        if not tables:
+            return INDEX_SCHEMA.empty_table() if columns is None else INDEX_SCHEMA.empty_table().select(columns)
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    def ok_keys(self, shard: str) -> set[str]:
+        t = self.read_index(shard, columns=["key", "status"])
+        return {k for k, s in zip(t.column("key").to_pylist(), t.column("status").to_pylist()) if s == "ok"}
+
+    def iter_shard(self, shard: str, keys: set[str] | None = None) -> Iterator[ImageSample]:
+        """Stream the ok images of one shard in stored order, optionally only `keys`."""
+        wanted = self.ok_keys(shard)
+        if keys is not None:
+            wanted &= keys
+        path = self.tar_path(shard)
+        try:
+            tar = tarfile.open(path, "r|")
+        except (OSError, tarfile.TarError) as exc:
+            raise ArtifactError(f"{path}: unreadable shard ({exc})") from None
+        pending: dict[str, dict[str, Any]] = {}
+        with tar:
+            try:
+                for member in tar:
+                    stem, _, ext = member.name.rpartition(".")
+                    if stem not in wanted or not member.isfile():
+                        continue
+                    data = tar.extractfile(member).read()
+                    entry = pending.setdefault(stem, {})
+                    entry[ext] = data
+                    img_ext = next((e for e in IMAGE_EXTS if e in entry), None)
+                    if img_ext and "json" in entry:
+                        meta = json.loads(entry["json"])
+                        yield ImageSample(key=stem, ext=img_ext, data=entry[img_ext], meta=meta, shard=shard)
+                        del pending[stem]
+            except tarfile.TarError as exc:
+                raise ArtifactError(f"{path}: corrupt shard ({exc})") from None
+
+    def iter_samples(self, shards: list[str] | None = None, keys: set[str] | None = None) -> Iterator[ImageSample]:
+        for shard in shards if shards is not None else self.shards:
+            yield from self.iter_shard(shard, keys)

@@ -1,0 +1,102 @@
+"""The `lvd` command line: one command per stage; options are sugar for Hydra `key=value` overrides."""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from lvdtool import __version__
+from lvdtool.errors import LvdError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="lvd: build curated image corpora (LVD-142M style) and train DINOv2-style ViT models.\n\n"
+    "Every stage reads and writes sharded artifacts with a manifest, is restartable, and accepts "
+    "Hydra-style key=value overrides after its options.",
+)
+OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+_state = {"debug": os.environ.get("LVD_DEBUG") == "1"}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lvd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    if debug:
+        _state["debug"] = True
+
+
+@app.command("crawl-ingest", context_settings=OVERRIDES)
+def crawl_ingest(
+    ctx: typer.Context,
+    urls: Optional[List[Path]] = typer.Option(None, "--urls", help="URL list (.txt, .csv, .tsv, .parquet, .jsonl); repeatable."),
+    dirs: Optional[List[Path]] = typer.Option(None, "--dir", help="Image folder (recursive); repeatable."),
+    out: Path = typer.Option(..., "--out", help="Output images artifact directory."),
+    label_from_dir: Optional[bool] = typer.Option(None, "--label-from-dir", help="Parent folder name is the label (ImageFolder)."),
+    shard_size: Optional[int] = typer.Option(None, "--shard-size", help="Input records per shard."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Concurrent fetch/decode threads."),
+    allow_private_network: Optional[bool] = typer.Option(None, "--allow-private-network", help="Allow URLs resolving to loopback/private addresses."),
+    keep_original: Optional[bool] = typer.Option(None, "--keep-original", help="Store original JPEG/PNG/WebP bytes when within limits."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing output directory first."),
+) -> None:
+    """Fetch URL lists or scan folders into an images artifact (decode, validate, resize, dedup)."""
+    from lvdtool.overrides import sugar
+    from lvdtool.stages import crawl_ingest as stage
+
+    overrides = sugar(
+        **{
+            "inputs.urls": [str(p) for p in urls or []],
+            "inputs.dirs": [str(p) for p in dirs or []],
+            "inputs.label_from_dir": label_from_dir,
+            "out": str(out),
+            "shard_size": shard_size,
+            "threads": threads,
+            "fetch.allow_private_network": allow_private_network,
+            "process.keep_original": keep_original,
+        }
+    )
+    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+
+
+@app.command("inspect")
+def inspect(
+    path: Path = typer.Argument(..., help="An artifact directory."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="Write a contact sheet of sample images to this PNG."),
+    n: int = typer.Option(48, "--n", help="Images in the contact sheet."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed for the contact sheet."),
+) -> None:
+    """Summarise an artifact: manifest, counts per status and reason; optional image grid."""
+    from lvdtool.stages import inspect as stage
+
+    stage.main(path, grid=grid, n=n, seed=seed)
+
+
+def main() -> None:
+    try:
+        app()
+    except LvdError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

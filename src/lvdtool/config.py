@@ -1,0 +1,42 @@
+"""Stage configs: Hydra composes the packaged YAML tree with `key=value` overrides; a dataclass types it."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from hydra import compose, initialize_config_module
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lvdtool.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _check_override(text: str) -> None:
+    if "=" not in text or text.startswith("="):
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+
+
+def compose_config(config_name: str, overrides: list[str], schema: type[T]) -> tuple[T, dict[str, Any]]:
+    """Compose `configs/<config_name>.yaml` with overrides; validate against `schema` (a dataclass).
+
+    Returns the typed config and the resolved plain dict stored in the output manifest.
+    """
+    for o in overrides:
+        _check_override(o)
+    try:
+        with initialize_config_module(config_module="lvdtool.configs", version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides))
+        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        resolved = OmegaConf.to_container(merged, resolve=True)
+        typed = OmegaConf.to_object(merged)
+    except (HydraException, OmegaConfBaseException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        key = getattr(exc, "full_key", None)
+        where = f" (key {key})" if key else ""
+        raise ConfigError(f"config {config_name}{where}: {first}") from None
+    if not dataclasses.is_dataclass(typed):
+        raise ConfigError(f"config {config_name}: did not produce a {schema.__name__}")
+    return typed, resolved  # type: ignore[return-value]
