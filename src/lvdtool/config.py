@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lvdtool.errors import ConfigError
@@ -19,6 +19,14 @@ def _check_override(text: str) -> None:
         raise ConfigError(f"override {text!r} is not of the form key=value")
 
 
+def _writable(node: DictConfig | ListConfig) -> None:
+    OmegaConf.set_readonly(node, False)
+    for key in list(node.keys()) if isinstance(node, DictConfig) else range(len(node)):
+        child = node._get_node(key)
+        if isinstance(child, (DictConfig, ListConfig)):
+            _writable(child)
+
+
 def compose_config(config_name: str, overrides: list[str], schema: type[T]) -> tuple[T, dict[str, Any]]:
     """Compose `configs/<config_name>.yaml` with overrides; validate against `schema` (a dataclass).
 
@@ -29,7 +37,9 @@ def compose_config(config_name: str, overrides: list[str], schema: type[T]) -> t
     try:
         with initialize_config_module(config_module="lvdtool.configs", version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=list(overrides))
-        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        structured = OmegaConf.structured(schema)
+        _writable(structured)  # frozen dataclasses become read-only nodes; overrides must still land
+        merged = OmegaConf.merge(structured, cfg)
         resolved = OmegaConf.to_container(merged, resolve=True)
         typed = OmegaConf.to_object(merged)
     except (HydraException, OmegaConfBaseException) as exc:

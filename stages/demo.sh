@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The demo chain on offline data: serve demo images over loopback HTTP, crawl-ingest them, inspect.
+# Usage: bash stages/demo.sh [WORKDIR]   (default data/demo). Rerunning resumes; delete WORKDIR to start over.
+set -euo pipefail
+W=${1:-data/demo}
+PY=${PYTHON:-python}
+mkdir -p "$W"
+[ -f "$W/files.txt" ] || $PY stages/demo_data.py "$W"
+
+# A loopback web server for the crawler (127.0.0.1 only).
+PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+$PY -m http.server "$PORT" --bind 127.0.0.1 --directory "$W/web" >/dev/null 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 50); do $PY -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/')" 2>/dev/null && break; sleep 0.1; done
+sed "s#^#http://127.0.0.1:$PORT/#" "$W/files.txt" > "$W/urls.txt"
+
+# 1. crawl-ingest: the URL list -> images artifact (loopback needs --allow-private-network).
+#    The URLs embed a random port, so a rerun writes to a fresh output (the input list changed).
+rm -rf "$W/raw"
+lvd crawl-ingest --urls "$W/urls.txt" --out "$W/raw" --allow-private-network --shard-size 32 fetch.retries=1
+lvd inspect "$W/raw" --grid "$W/raw_grid.png"
+
+# 2. a labelled folder (ImageFolder layout) -> images artifact with labels
+lvd crawl-ingest --dir "$W/labeled/train" --label-from-dir --out "$W/digits_train" --shard-size 500 process.min_side=32
+lvd crawl-ingest --dir "$W/labeled/val" --label-from-dir --out "$W/digits_val" --shard-size 500 process.min_side=32
+lvd inspect "$W/digits_train"
+echo "demo done: see $W/raw_grid.png"
