@@ -1,0 +1,134 @@
+"""Backbone weights in the official DINOv2 layout: load (.pth/.pt/.safetensors), save, describe."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lvdtool.errors import CheckpointError
+from lvdtool.models.checkpoint_layout import extract_backbone_state, infer_backbone_config, summarize_keys
+from lvdtool.models.registry import get_arch_config, match_arch
+from lvdtool.models.vision_transformer import VisionTransformer
+
+SAFETENSORS_SUFFIX = ".safetensors"
+StateDict = dict[str, torch.Tensor]
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200] if text else ''}"
+
+
+def read_weights(path: str | os.PathLike[str]) -> Any:
+    """The object stored in a weights file, on CPU, without executing pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        if path.suffix == SAFETENSORS_SUFFIX:
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, not a pickle, disallowed globals, bad header...
+        raise CheckpointError(f"{path}: cannot read weights ({_one_line(error)})") from error
+
+
+def _check_matches(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, arch: str) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: does not match backbone {arch}: missing {summarize_keys(missing)}, "
+            f"unexpected {summarize_keys(unexpected)}"
+        )
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(f"{source}: shapes do not match backbone {arch}: {len(wrong)} keys ({'; '.join(wrong[:3])})")
+
+
+def load_backbone(
+    path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any], arch: str | None = None, **overrides: Any
+) -> VisionTransformer:
+    """A `VisionTransformer` with the given weights loaded strictly.
+
+    Accepts official hub files, lvd `backbone.pth`/`.safetensors`, official training checkpoints
+    and common wrappers (see `checkpoint_layout`). Without `arch` the architecture is read off
+    the weights; `overrides` change config fields (drop_path_rate, num_heads for unusual widths).
+    """
+    if isinstance(path_or_state_dict, Mapping):
+        source, raw = "<state dict>", path_or_state_dict
+    else:
+        source, raw = str(path_or_state_dict), read_weights(path_or_state_dict)
+    state = extract_backbone_state(raw, source)
+    if arch is not None:
+        config = get_arch_config(arch, **overrides)
+    else:
+        inferred = infer_backbone_config(state, source)
+        config = inferred.replace(arch=match_arch(inferred) or "custom").replace(**overrides)
+    with torch.device("meta"):  # skip the random init: every parameter is overwritten below
+        model = VisionTransformer(config)
+    _check_matches(model, state, source, config.arch)
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _atomic_write(state: StateDict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if path.suffix == SAFETENSORS_SUFFIX:
+            from safetensors.torch import save_file
+
+            save_file(state, str(temp))
+        else:
+            torch.save(state, temp)
+        os.replace(temp, path)  # readers see the old file or the complete new one, never half
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def save_backbone(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> Path:
+    """Write the backbone's weights in the official key layout, float32, atomically.
+
+    `.safetensors` suffix: safetensors; anything else: `torch.save`. A wrapped module or a full
+    (gathered) state dict with "module."-style prefixes is accepted; heads are left out.
+    """
+    path = Path(path)
+    raw = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
+    state = extract_backbone_state(raw, str(path))
+    infer_backbone_config(state, str(path))  # refuses anything that is not a complete backbone
+    state = {k: v.detach().to(device="cpu", dtype=torch.float32).contiguous() for k, v in state.items()}
+    _atomic_write(state, path)
+    return path
+
+
+def backbone_fingerprint(path: str | os.PathLike[str], length: int = 16) -> str:
+    """Short sha256 hex digest of the file's bytes, for manifests."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+def describe_backbone(model: VisionTransformer) -> dict[str, Any]:
+    """JSON-ready summary for manifests: matching registered arch (or None), config, size."""
+    config = model.config
+    return {
+        "arch": match_arch(config),
+        "built_from": config.arch,
+        "params": sum(p.numel() for p in model.parameters()),
+        "embed_dim": config.embed_dim,
+        "patch_size": config.patch_size,
+        "num_register_tokens": config.num_register_tokens,
+        "config": config.to_dict(),
+    }

@@ -1,0 +1,68 @@
+"""Architecture registry: a name -> `BackboneConfig` builder table filled by a decorator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lvdtool.errors import ConfigError
+from lvdtool.models.config import BackboneConfig
+
+ArchKind = Literal["preset", "base", "test"]
+ConfigBuilder = Callable[[], BackboneConfig]
+
+
+@dataclass(frozen=True)
+class ArchEntry:
+    name: str
+    kind: ArchKind  # preset: names users type (vit_l14_reg4); base: official builder names; test: tiny
+    build_config: ConfigBuilder
+
+
+_ARCHS: dict[str, ArchEntry] = {}
+
+
+def register_arch(name: str, kind: ArchKind = "preset") -> Callable[[ConfigBuilder], ConfigBuilder]:
+    """Decorator: register a zero-argument function returning the arch's `BackboneConfig`."""
+
+    def decorate(builder: ConfigBuilder) -> ConfigBuilder:
+        if name in _ARCHS:
+            raise ConfigError(f"architecture '{name}' is registered twice")
+        _ARCHS[name] = ArchEntry(name, kind, builder)
+        return builder
+
+    return decorate
+
+
+def list_archs(kind: ArchKind | None = None) -> list[str]:
+    """Registered names in registration order, optionally only one kind."""
+    return [e.name for e in _ARCHS.values() if kind is None or e.kind == kind]
+
+
+def arch_entries() -> list[ArchEntry]:
+    return list(_ARCHS.values())
+
+
+def get_arch_config(name: str, **overrides: Any) -> BackboneConfig:
+    """The registered config of `name` with `overrides` applied (unknown fields: ConfigError)."""
+    entry = _ARCHS.get(name)
+    if entry is None:
+        raise ConfigError(f"unknown architecture '{name}' (known: {', '.join(_ARCHS)})")
+    return entry.build_config().replace(arch=name).replace(**overrides)
+
+
+def build_backbone(name: str, **overrides: Any) -> Any:
+    """Build the `VisionTransformer` registered as `name`, e.g. build_backbone("vit_l14", drop_path_rate=0.4)."""
+    from lvdtool.models.vision_transformer import VisionTransformer  # registry stays import-light
+
+    return VisionTransformer(get_arch_config(name, **overrides))
+
+
+def match_arch(config: BackboneConfig) -> str | None:
+    """Name of the first registered arch with the same structure (presets before base names)."""
+    order = {"preset": 0, "base": 1, "test": 2}
+    for entry in sorted(_ARCHS.values(), key=lambda e: order[e.kind]):
+        if entry.build_config().structure() == config.structure():
+            return entry.name
+    return None
