@@ -72,6 +72,29 @@ def crawl_ingest(
     stage.main(overrides + list(ctx.args), overwrite=overwrite)
 
 
+@app.command("embed", context_settings=OVERRIDES)
+def embed(
+    ctx: typer.Context,
+    images: Path = typer.Option(..., "--images", help="Input images artifact."),
+    out: Path = typer.Option(..., "--out", help="Output embeddings artifact directory."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Backbone weights (official hub .pth, lvd backbone.pth, .safetensors)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture (default: read off the weights)."),
+    selection: Optional[Path] = typer.Option(None, "--selection", help="Embed only the keys of this selection artifact."),
+    token: Optional[str] = typer.Option(None, "--token", help="cls | avgpool | cls+avgpool"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing output directory first."),
+) -> None:
+    """Embed images with a ViT backbone into an embeddings artifact (float16, L2-normalised)."""
+    from lvdtool.overrides import sugar
+    from lvdtool.stages import embed as stage
+
+    overrides = sugar(
+        images=str(images), out=str(out), weights=str(weights) if weights else None, arch=arch,
+        selection=str(selection) if selection else None, token=token, batch_size=batch_size,
+    )
+    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+
+
 @app.command("inspect")
 def inspect(
     path: Path = typer.Argument(..., help="An artifact directory."),

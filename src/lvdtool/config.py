@@ -5,6 +5,7 @@ import dataclasses
 from typing import Any, TypeVar
 
 from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -35,15 +36,21 @@ def compose_config(config_name: str, overrides: list[str], schema: type[T]) -> t
     for o in overrides:
         _check_override(o)
     try:
-        with initialize_config_module(config_module="lvdtool.configs", version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=list(overrides))
         structured = OmegaConf.structured(schema)
         _writable(structured)  # frozen dataclasses become read-only nodes; overrides must still land
-        merged = OmegaConf.merge(structured, cfg)
+        # The YAML's defaults list starts with `<config_name>_schema`: every schema key is overridable
+        # and typed, even where the YAML does not mention it.
+        ConfigStore.instance().store(name=f"{config_name}_schema", node=structured)
+        with initialize_config_module(config_module="lvdtool.configs", version_base="1.3"):
+            merged = compose(config_name=config_name, overrides=list(overrides))
         resolved = OmegaConf.to_container(merged, resolve=True)
         typed = OmegaConf.to_object(merged)
     except (HydraException, OmegaConfBaseException) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip() and not ln.strip().startswith(("full_key", "object_type", "reference_type"))]
+        cause = exc.__cause__
+        if cause is not None and str(cause).strip():
+            lines.append(str(cause).strip().splitlines()[0])
+        first = "; ".join(lines[:2]) if lines else type(exc).__name__
         key = getattr(exc, "full_key", None)
         where = f" (key {key})" if key else ""
         raise ConfigError(f"config {config_name}{where}: {first}") from None

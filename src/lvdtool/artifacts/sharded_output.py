@@ -214,7 +214,8 @@ class ShardedOutput:
         records = [self.read_marker(n) for n in names]
         stats: dict[str, Any] = {}
         for r in records:
-            merge_stats(stats, r.stats)
+            # keys starting with "_" are per-shard details (e.g. failed key lists), kept out of the manifest
+            merge_stats(stats, {k: v for k, v in r.stats.items() if not k.startswith("_")})
         if finalize is not None:
             merge_stats(stats, finalize(records))
         manifest = Manifest(

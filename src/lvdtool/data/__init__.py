@@ -1,0 +1,1 @@
+"""Data: decoding, augmentation, collate, loaders over artifacts."""
