@@ -95,6 +95,24 @@ def embed(
     stage.main(overrides + list(ctx.args), overwrite=overwrite)
 
 
+@app.command("probe", context_settings=OVERRIDES)
+def probe(
+    ctx: typer.Context,
+    weights: Path = typer.Option(..., "--weights", help="Backbone to evaluate (frozen)."),
+    train: Path = typer.Option(..., "--train", help="Labelled images artifact for training the probes."),
+    val: Path = typer.Option(..., "--val", help="Labelled images artifact for evaluation."),
+    out: Path = typer.Option(..., "--out", help="Report directory (report.json, report.md)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture (default: read off the weights)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="cached (fast, default) | official (augmented, 12,500 iterations)."),
+) -> None:
+    """Evaluate a frozen backbone: weighted k-NN and a grid of linear classifiers."""
+    from lvdtool.overrides import sugar
+    from lvdtool.stages import probe as stage
+
+    overrides = sugar(weights=str(weights), train=str(train), val=str(val), out=str(out), arch=arch, protocol=protocol)
+    stage.main(overrides + list(ctx.args))
+
+
 @app.command("inspect")
 def inspect(
     path: Path = typer.Argument(..., help="An artifact directory."),

@@ -53,6 +53,8 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
     if isinstance(value, Mapping):
         for k, v in value.items():
             _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(value, bool):
+        out.append((prefix, "yes" if value else "no"))
     elif isinstance(value, float):
         out.append((prefix, f"{value:,.4g}"))
     elif isinstance(value, int):

@@ -95,8 +95,9 @@ def decode_image(data: bytes, config: ProcessConfig) -> ProcessResult:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         return _failure(PIXEL_BOMB, exc)
-    except UnidentifiedImageError as exc:
-        return _failure(NOT_IMAGE, exc)
+    except UnidentifiedImageError:
+        # Pillow's message embeds the BytesIO object's address: keep the text stable across reruns
+        return _failure(NOT_IMAGE, "cannot identify image data (not a supported image format)")
     except Exception as exc:  # plugins raise many types on corrupt headers
         return _failure(DECODE_ERROR, exc)
     fmt = image.format

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 from rich.table import Table
@@ -53,7 +54,8 @@ def main(path: Path, grid: Path | None = None, n: int = 48, seed: int = 0) -> di
         console.print(_counts_table("records per status", statuses))
         errors = [e for s, e in zip(index.column("status").to_pylist(), index.column("error").to_pylist()) if s != "ok" and e]
         if errors:
-            reasons = dict(list(count(e.split(":")[0][:80] for e in errors).items())[:15])
+            # group by the error's shape: keys and numbers folded, so 10k "duplicate of <key>" make one row
+            reasons = dict(list(count(re.sub(r"\d+", "#", e)[:90] for e in errors).items())[:15])
             console.print(_counts_table("most common errors", reasons))
         labels = [x for x in index.column("label").to_pylist() if x is not None]
         if labels:

@@ -1,0 +1,234 @@
+"""`lvd probe`: frozen-backbone evaluation: weighted k-NN and a grid of linear classifiers.
+
+Features are extracted once per split and cached in the report directory (`_work/`), so a rerun
+(or a second protocol) reuses them. The report (report.json, report.md, manifest.json) says which
+linear protocol was used: `cached` (default; the fast variant) or `official` (the paper's
+augmented protocol through the frozen backbone).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import MISSING
+from torch.utils.data import DataLoader
+
+from lvdtool.artifacts.atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from lvdtool.artifacts.fingerprint import file_fingerprint
+from lvdtool.artifacts.images import ImagesArtifact
+from lvdtool.artifacts.manifest import InputRef, Manifest, input_ref
+from lvdtool.config import compose_config
+from lvdtool.console import console, print_summary, progress
+from lvdtool.data.eval_transform import EvalTransform, normalize_batch
+from lvdtool.data.shard_images import ShardBatches
+from lvdtool.data.train_transform import RandomResizedCropFlip
+from lvdtool.errors import ArtifactError, ConfigError
+from lvdtool.eval.knn import knn_classify
+from lvdtool.eval.linear_probe import GridSGD, LinearGridHead, evaluate_linear_grid, grid_cross_entropy, train_linear_grid
+from lvdtool.eval.metrics import markdown_table
+from lvdtool.eval.probe_optim import cosine_lr_factor
+from lvdtool.eval.probe_protocol import CACHED_LINEAR_PROTOCOL, OFFICIAL_LINEAR_PROTOCOL
+from lvdtool.models import describe_backbone, load_backbone
+from lvdtool.stages.embed import pick_device
+
+PROTOCOLS = ("cached", "official")
+
+
+@dataclass
+class KnnConfig:
+    ks: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
+    temperature: float = 0.07
+
+
+@dataclass
+class LinearConfig:
+    lrs: list[float] = field(default_factory=lambda: [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1])
+    epochs: float = 10.0
+    batch_size: int = 256
+    iterations: int = 12500
+    official_batch_size: int = 1024
+
+
+@dataclass
+class ProbeConfig:
+    weights: str = MISSING
+    train: str = MISSING
+    val: str = MISSING
+    out: str = MISSING
+    arch: str | None = None
+    resolution: int = 224
+    batch_size: int = 64
+    workers: int = 2
+    device: str = "auto"
+    protocol: str = "cached"
+    knn: KnnConfig = field(default_factory=KnnConfig)
+    linear: LinearConfig = field(default_factory=LinearConfig)
+    seed: int = 0
+
+
+def feature_sets(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The paper's four linear feature sets from one forward: CLS of the last 1 or 4 blocks, with or
+    without the average-pooled patch tokens of the last block."""
+    layers = model.get_intermediate_layers(x, n=4, return_class_token=True)
+    cls1 = layers[-1][1].float()
+    cls4 = torch.cat([cls for _, cls in layers], dim=1).float()
+    avg = layers[-1][0].float().mean(1)
+    return {"cls1": cls1, "cls1_avgpool": torch.cat([cls1, avg], 1), "cls4": cls4, "cls4_avgpool": torch.cat([cls4, avg], 1)}
+
+
+def _labels(art: ImagesArtifact, path: str) -> dict[str, str]:
+    index = art.read_index(columns=["key", "status", "label"]).to_pylist()
+    labels = {r["key"]: r["label"] for r in index if r["status"] == "ok"}
+    missing = sum(1 for v in labels.values() if v is None)
+    if not labels or missing == len(labels):
+        raise ArtifactError(f"{path}: no labelled ok images (ingest with --label-from-dir or inputs.label_column)")
+    return {k: v for k, v in labels.items() if v is not None}
+
+
+def extract(model, art: ImagesArtifact, path: str, keys: set[str], cfg: ProbeConfig, device, cache: Path, what: str):
+    """Features of every labelled image, cached as a torch file (float16) keyed by the model and data."""
+    if cache.exists():
+        data = torch.load(cache, weights_only=True)
+        console.print(f"{what}: cached features from {cache}")
+        return data["keys"], {k: v.float() for k, v in data["features"].items()}
+    loader = DataLoader(ShardBatches(path, art.shards, EvalTransform(cfg.resolution), cfg.batch_size, keys),
+                        batch_size=None, num_workers=min(cfg.workers, len(art.shards)))
+    out_keys: list[str] = []
+    chunks: dict[str, list[torch.Tensor]] = {}
+    failed = 0
+    with progress() as bar, torch.inference_mode():
+        task = bar.add_task(f"probe features: {what}", total=len(keys))
+        for batch in loader:
+            failed += len(batch["failed"])
+            if batch["images"] is not None:
+                x = normalize_batch(batch["images"].to(device))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    sets = feature_sets(model, x)
+                for name, f in sets.items():
+                    chunks.setdefault(name, []).append(f.to(torch.float16).cpu())
+                out_keys += batch["keys"]
+            bar.advance(task, len(batch["keys"]) + len(batch["failed"]))
+    feats = {name: torch.cat(parts) for name, parts in chunks.items()}
+    with atomic_path(cache) as tmp:
+        torch.save({"keys": out_keys, "features": feats, "failed": failed}, tmp)
+    return out_keys, {k: v.float() for k, v in feats.items()}
+
+
+def official_linear(model, art, path, keys, labels_of, classes, cfg: ProbeConfig, device, val_sets, val_y):
+    """The paper's protocol: augmented crops through the frozen backbone, all classifiers at once."""
+    dims = {k: v.shape[1] for k, v in val_sets.items()}
+    head = LinearGridHead(dims, len(classes), cfg.linear.lrs, seed=cfg.seed).to(device)
+    scale = cfg.linear.official_batch_size / 256
+    opt = GridSGD(head.parameters(), [lr * scale for lr in cfg.linear.lrs], momentum=0.9)
+    total = cfg.linear.iterations
+    it = 0
+    epoch = 0
+    with progress() as bar:
+        task = bar.add_task("probe linear (official protocol)", total=total)
+        while it < total:
+            transform = RandomResizedCropFlip(cfg.resolution, seed=cfg.seed * 7919 + epoch)
+            loader = DataLoader(ShardBatches(path, art.shards, transform, cfg.linear.official_batch_size, keys),
+                                batch_size=None, num_workers=min(cfg.workers, len(art.shards)))
+            for batch in loader:
+                if batch["images"] is None or it >= total:
+                    continue
+                x = normalize_batch(batch["images"].to(device))
+                y = torch.tensor([classes[labels_of[k]] for k in batch["keys"]], device=device)
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    sets = feature_sets(model, x)
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr_factor(it, total)
+                loss = grid_cross_entropy(head({k: v.float() for k, v in sets.items()}), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                it += 1
+                bar.advance(task)
+            epoch += 1
+    acc = evaluate_linear_grid(head, {k: v.to(device) for k, v in val_sets.items()}, val_y.to(device))
+    table = []
+    for name in head.feature_names:
+        for i, lr in enumerate(cfg.linear.lrs):
+            table.append({"features": name, "lr": lr, "lr_scaled": lr * scale, "top1": float(acc[name][1][i]),
+                          "top5": float(acc[name][5][i])})
+    best = max(table, key=lambda r: r["top1"])
+    return table, best
+
+
+def run(cfg: ProbeConfig, resolved: dict[str, Any]) -> dict[str, Any]:
+    if cfg.protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol={cfg.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    out = Path(cfg.out)
+    train_art, val_art = ImagesArtifact(cfg.train), ImagesArtifact(cfg.val)
+    train_labels, val_labels = _labels(train_art, cfg.train), _labels(val_art, cfg.val)
+    classes = {c: i for i, c in enumerate(sorted(set(train_labels.values())))}
+    unseen = {k for k, v in val_labels.items() if v not in classes}
+    if unseen:
+        console.print(f"[yellow]{len(unseen)} val images have labels absent from train; they are left out and counted")
+    val_labels = {k: v for k, v in val_labels.items() if k not in unseen}
+    model = load_backbone(cfg.weights, arch=cfg.arch).eval()
+    device = pick_device(cfg.device)
+    model.to(device)
+    weights_fp = file_fingerprint(cfg.weights)
+    tag = f"{weights_fp.split(':')[1][:12]}-r{cfg.resolution}"
+    started = time.perf_counter()
+    tr_keys, tr_sets = extract(model, train_art, cfg.train, set(train_labels), cfg, device,
+                               out / "_work" / f"train-{train_art.manifest.fingerprint[7:19]}-{tag}.pt", "train")
+    va_keys, va_sets = extract(model, val_art, cfg.val, set(val_labels), cfg, device,
+                               out / "_work" / f"val-{val_art.manifest.fingerprint[7:19]}-{tag}.pt", "val")
+    tr_y = torch.tensor([classes[train_labels[k]] for k in tr_keys])
+    va_y = torch.tensor([classes[val_labels[k]] for k in va_keys])
+    knn = knn_classify(tr_sets["cls1"], tr_y, va_sets["cls1"], va_y, ks=cfg.knn.ks, temperature=cfg.knn.temperature,
+                       num_classes=len(classes), device=device)
+    if cfg.protocol == "cached":
+        result = train_linear_grid(tr_sets, tr_y, va_sets, va_y, len(classes), lrs=cfg.linear.lrs, epochs=cfg.linear.epochs,
+                                   batch_size=cfg.linear.batch_size, seed=cfg.seed, device=device)
+        table, best, protocol = result.table, result.best, CACHED_LINEAR_PROTOCOL.as_dict()
+        protocol.update(iterations=result.iterations, batch_size=result.batch_size)
+    else:
+        table, best = official_linear(model, train_art, cfg.train, set(train_labels), train_labels, classes, cfg, device, va_sets, va_y)
+        protocol = OFFICIAL_LINEAR_PROTOCOL.as_dict()
+        protocol.update(iterations=cfg.linear.iterations, batch_size=cfg.linear.official_batch_size)
+    identity = describe_backbone(model)
+    identity.pop("config", None)
+    report = {
+        "model": {**identity, "weights": str(Path(cfg.weights).resolve()), "weights_fingerprint": weights_fp},
+        "data": {"train_images": len(tr_keys), "val_images": len(va_keys), "classes": len(classes),
+                 "val_unseen_labels_left_out": len(unseen)},
+        "knn": {str(k): v for k, v in knn.items()},
+        "linear": {"protocol": protocol, "best": best, "grid": table},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    md = [f"# Probe report: {Path(cfg.weights).name}", "",
+          f"Model: {identity.get('arch') or identity.get('built_from')} ({identity['params']:,} parameters), "
+          f"{report['data']['train_images']} train / {report['data']['val_images']} val images, {len(classes)} classes.", "",
+          "## Weighted k-NN (CLS, cosine, T = %.2f)" % cfg.knn.temperature, "",
+          markdown_table([{"k": k, "top1": v["top1"], "top5": v["top5"]} for k, v in knn.items()], ["k", "top1", "top5"],
+                         {"top1": ".2f", "top5": ".2f"}), "",
+          f"## Linear probe: protocol `{protocol['name']}`", "",
+          f"{protocol['augmentation']}; {protocol['optimizer']}; {protocol['schedule']}; "
+          f"{protocol['iterations']} iterations at batch {protocol['batch_size']}. "
+          "The best classifier is chosen on the validation set, as the paper does (optimistic).", "",
+          f"Best: `{best['features']}` at lr {best['lr']:g}: top-1 {best['top1']:.2f}, top-5 {best['top5']:.2f}.", "",
+          markdown_table(table, ["features", "lr", "top1", "top5"], {"top1": ".2f", "top5": ".2f", "lr": "g"}), ""]
+    atomic_write_json(out / "report.json", report)
+    atomic_write_bytes(out / "report.md", "\n".join(md).encode())
+    inputs = [input_ref(cfg.train, train_art.manifest, "train"), input_ref(cfg.val, val_art.manifest, "val"),
+              InputRef(str(Path(cfg.weights).resolve()), "file", weights_fp, "weights")]
+    Manifest(kind="report", stage="probe", config=resolved, inputs=inputs, complete=True,
+             shards=[{"name": "report", "rows": 1, "checksum": file_fingerprint(out / "report.json")}],
+             stats={"knn_top1": {str(k): v["top1"] for k, v in knn.items()}, "linear_best_top1": best["top1"]}).write(out)
+    summary = {f"k-NN top-1 (k={k})": round(v["top1"], 2) for k, v in knn.items()}
+    summary.update({"linear protocol": protocol["name"], "linear best": f"{best['features']} lr={best['lr']:g}",
+                    "linear top-1": round(best["top1"], 2), "report": str(out / "report.md")})
+    print_summary(f"probe -> {cfg.out}", summary)
+    return report
+
+
+def main(overrides: list[str]) -> dict[str, Any]:
+    cfg, resolved = compose_config("probe", overrides, ProbeConfig)
+    return run(cfg, resolved)
