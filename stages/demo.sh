@@ -25,4 +25,17 @@ lvd inspect "$W/raw" --grid "$W/raw_grid.png"
 lvd crawl-ingest --dir "$W/labeled/train" --label-from-dir --out "$W/digits_train" --shard-size 500 process.min_side=32
 lvd crawl-ingest --dir "$W/labeled/val" --label-from-dir --out "$W/digits_val" --shard-size 500 process.min_side=32
 lvd inspect "$W/digits_train"
-echo "demo done: see $W/raw_grid.png"
+
+# 3. embed the crawled images. The demo has no pretrained weights (no network): it embeds with a
+#    randomly initialised small ViT; real runs pass --weights dinov2_vitl14_pretrain.pth (or a backbone lvd trained).
+lvd embed --images "$W/raw" --arch vit_s14 --out "$W/emb" random_init=true resolution=112 batch_size=16
+
+# 4. probe: k-NN and linear probes of a frozen backbone on the labelled digits
+$PY - "$W/random_s14.pth" <<'PY'
+import sys, torch
+from lvdtool.models import build_backbone, save_backbone
+torch.manual_seed(0)
+save_backbone(build_backbone("vit_s14", depth=4, layerscale_init=1.0), sys.argv[1])
+PY
+lvd probe --weights "$W/random_s14.pth" --train "$W/digits_train" --val "$W/digits_val" --out "$W/probe_random" resolution=56 linear.epochs=20
+echo "demo done: see $W/raw_grid.png and $W/probe_random/report.md"
