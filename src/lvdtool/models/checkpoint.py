@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lvdtool.artifacts.atomic import atomic_path
+
 from lvdtool.errors import CheckpointError
 from lvdtool.models.checkpoint_layout import extract_backbone_state, infer_backbone_config, summarize_keys
 from lvdtool.models.registry import get_arch_config, match_arch
@@ -82,18 +84,14 @@ def load_backbone(
 
 
 def _atomic_write(state: StateDict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    # readers see the old file or the complete new one, never half
+    with atomic_path(path) as temp:
         if path.suffix == SAFETENSORS_SUFFIX:
             from safetensors.torch import save_file
 
             save_file(state, str(temp))
         else:
             torch.save(state, temp)
-        os.replace(temp, path)  # readers see the old file or the complete new one, never half
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def save_backbone(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> Path:
