@@ -22,6 +22,7 @@ app = typer.Typer(
     "Hydra-style key=value overrides after its options.",
 )
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+EPILOG = "Any config key can be overridden after the options as key=value (list them with: lvd config {stage})."
 _state = {"debug": os.environ.get("LVD_DEBUG") == "1"}
 
 
@@ -40,7 +41,7 @@ def _root(
         _state["debug"] = True
 
 
-@app.command("crawl-ingest", context_settings=OVERRIDES)
+@app.command("crawl-ingest", context_settings=OVERRIDES, epilog=EPILOG.format(stage="crawl-ingest"))
 def crawl_ingest(
     ctx: typer.Context,
     urls: Optional[List[Path]] = typer.Option(None, "--urls", help="URL list (.txt, .csv, .tsv, .parquet, .jsonl); repeatable."),
@@ -72,7 +73,7 @@ def crawl_ingest(
     stage.main(overrides + list(ctx.args), overwrite=overwrite)
 
 
-@app.command("embed", context_settings=OVERRIDES)
+@app.command("embed", context_settings=OVERRIDES, epilog=EPILOG.format(stage="embed"))
 def embed(
     ctx: typer.Context,
     images: Path = typer.Option(..., "--images", help="Input images artifact."),
@@ -95,7 +96,7 @@ def embed(
     stage.main(overrides + list(ctx.args), overwrite=overwrite)
 
 
-@app.command("probe", context_settings=OVERRIDES)
+@app.command("probe", context_settings=OVERRIDES, epilog=EPILOG.format(stage="probe"))
 def probe(
     ctx: typer.Context,
     weights: Path = typer.Option(..., "--weights", help="Backbone to evaluate (frozen)."),
@@ -111,6 +112,28 @@ def probe(
 
     overrides = sugar(weights=str(weights), train=str(train), val=str(val), out=str(out), arch=arch, protocol=protocol)
     stage.main(overrides + list(ctx.args))
+
+
+# stage command -> (config name, module path, schema attribute); used by `lvd config`
+STAGE_CONFIGS = {
+    "crawl-ingest": ("crawl_ingest", "lvdtool.stages.crawl_ingest", "CrawlIngestConfig"),
+    "embed": ("embed", "lvdtool.stages.embed", "EmbedConfig"),
+    "probe": ("probe", "lvdtool.stages.probe", "ProbeConfig"),
+}
+
+
+@app.command("config")
+def show_config(stage: str = typer.Argument(..., help="A stage command, e.g. crawl-ingest.")) -> None:
+    """Print a stage's full default config: every key accepts a key=value override."""
+    import importlib
+
+    from lvdtool.config import default_config_yaml
+    from lvdtool.errors import ConfigError
+
+    if stage not in STAGE_CONFIGS:
+        raise ConfigError(f"no stage {stage!r} (stages with configs: {', '.join(STAGE_CONFIGS)})")
+    name, module, schema = STAGE_CONFIGS[stage]
+    typer.echo(default_config_yaml(name, getattr(importlib.import_module(module), schema)), nl=False)
 
 
 @app.command("inspect")

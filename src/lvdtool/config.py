@@ -57,3 +57,16 @@ def compose_config(config_name: str, overrides: list[str], schema: type[T]) -> t
     if not dataclasses.is_dataclass(typed):
         raise ConfigError(f"config {config_name}: did not produce a {schema.__name__}")
     return typed, resolved  # type: ignore[return-value]
+
+
+def default_config_yaml(config_name: str, schema: type) -> str:
+    """The stage's full default config (schema defaults merged with its YAML) as YAML text."""
+    structured = OmegaConf.structured(schema)
+    _writable(structured)
+    ConfigStore.instance().store(name=f"{config_name}_schema", node=structured)
+    try:
+        with initialize_config_module(config_module="lvdtool.configs", version_base="1.3"):
+            cfg = compose(config_name=config_name)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"config {config_name}: {exc}") from None
+    return OmegaConf.to_yaml(cfg)
