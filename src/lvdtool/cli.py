@@ -119,7 +119,55 @@ STAGE_CONFIGS = {
     "crawl-ingest": ("crawl_ingest", "lvdtool.stages.crawl_ingest", "CrawlIngestConfig"),
     "embed": ("embed", "lvdtool.stages.embed", "EmbedConfig"),
     "probe": ("probe", "lvdtool.stages.probe", "ProbeConfig"),
+    "dedup": ("dedup", "lvdtool.stages.dedup", "DedupConfig"),
+    "curate": ("curate", "lvdtool.stages.curate", "CurateConfig"),
 }
+
+
+@app.command("dedup", context_settings=OVERRIDES, epilog=EPILOG.format(stage="dedup"))
+def dedup(
+    ctx: typer.Context,
+    embeddings: Path = typer.Option(..., "--embeddings", help="Embeddings artifact of the pool (a copy-detection descriptor)."),
+    against: Optional[List[str]] = typer.Option(None, "--against", help="Eval-set embeddings artifact, NAME=PATH or PATH; repeatable."),
+    out: Path = typer.Option(..., "--out", help="Output selection artifact directory."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Cosine above which images are duplicates (default 0.6)."),
+    against_threshold: Optional[float] = typer.Option(None, "--against-threshold", help="Cosine to an eval image that removes a component (default 0.45)."),
+    k: Optional[int] = typer.Option(None, "--k", help="Neighbours per image (default 64)."),
+    index: Optional[str] = typer.Option(None, "--index", help="Flat (exact) or a faiss index factory string, e.g. IVF65536,PQ64."),
+    representative: Optional[str] = typer.Option(None, "--representative", help="highest_resolution | first"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing output directory first."),
+) -> None:
+    """Remove near-duplicates (k-NN graph, components, one image kept each) and eval-set copies."""
+    from lvdtool.overrides import sugar
+    from lvdtool.stages import dedup as stage
+
+    overrides = sugar(**{"embeddings": str(embeddings), "against": list(against or []), "out": str(out), "threshold": threshold,
+                         "against_threshold": against_threshold, "k": k, "search.index": index, "representative": representative})
+    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+
+
+@app.command("curate", context_settings=OVERRIDES, epilog=EPILOG.format(stage="curate"))
+def curate(
+    ctx: typer.Context,
+    pool: Path = typer.Option(..., "--pool", help="Embeddings artifact of the uncurated pool."),
+    seed: Optional[List[str]] = typer.Option(None, "--seed", help="Named seed set (configs/seed/NAME.yaml); repeatable."),
+    seed_path: Optional[List[Path]] = typer.Option(None, "--seed-path", help="Embeddings artifact of an unnamed seed set; repeatable."),
+    selection: Optional[Path] = typer.Option(None, "--selection", help="Restrict the pool to this selection (e.g. the dedup output)."),
+    out: Path = typer.Option(..., "--out", help="Output selection artifact directory."),
+    method: Optional[str] = typer.Option(None, "--method", help="retrieval (seed sets) | hkmeans (balanced subset, plus seeds if given)."),
+    target: Optional[int] = typer.Option(None, "--target", help="Images in the balanced subset (--method hkmeans)."),
+    index: Optional[str] = typer.Option(None, "--index", help="Flat (exact) or a faiss index factory string, e.g. IVF65536,PQ64."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the estimated costs and exit."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing output directory first."),
+) -> None:
+    """Retrieve pool images near seed sets (k-NN or cluster sampling) and/or a balanced hierarchical k-means subset."""
+    from lvdtool.overrides import sugar
+    from lvdtool.stages import curate as stage
+
+    overrides = sugar(**{"pool": str(pool), "seeds": list(seed or []), "seed_paths": [str(p) for p in seed_path or []],
+                         "selection": str(selection) if selection else None, "out": str(out), "method": method,
+                         "hkmeans.target": target, "search.index": index, "dry_run": True if dry_run else None})
+    stage.main(overrides + list(ctx.args), overwrite=overwrite)
 
 
 @app.command("config")
