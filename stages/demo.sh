@@ -26,16 +26,26 @@ lvd crawl-ingest --dir "$W/labeled/train" --label-from-dir --out "$W/digits_trai
 lvd crawl-ingest --dir "$W/labeled/val" --label-from-dir --out "$W/digits_val" --shard-size 500 process.min_side=32
 lvd inspect "$W/digits_train"
 
-# 3. embed the crawled images. The demo has no pretrained weights (no network): it embeds with a
-#    randomly initialised small ViT; real runs pass --weights dinov2_vitl14_pretrain.pth (or a backbone lvd trained).
-lvd embed --images "$W/raw" --arch vit_s14 --out "$W/emb" random_init=true resolution=112 batch_size=16
-
-# 4. probe: k-NN and linear probes of a frozen backbone on the labelled digits
-$PY - "$W/random_s14.pth" <<'PY'
+# 3. embed. The demo has no pretrained weights (no network): it embeds with a randomly initialised
+#    small ViT saved to a file; real runs pass --weights dinov2_vitl14_pretrain.pth (or a backbone lvd trained).
+[ -f "$W/random_s14.pth" ] || $PY - "$W/random_s14.pth" <<'PY'
 import sys, torch
 from lvdtool.models import build_backbone, save_backbone
 torch.manual_seed(0)
 save_backbone(build_backbone("vit_s14", depth=4, layerscale_init=1.0), sys.argv[1])
 PY
+lvd crawl-ingest --dir "$W/seed" --out "$W/seed_images"
+lvd embed --images "$W/raw" --weights "$W/random_s14.pth" --out "$W/emb" resolution=112 batch_size=16
+lvd embed --images "$W/seed_images" --weights "$W/random_s14.pth" --out "$W/seed_emb" resolution=112 batch_size=16
+
+# 4. dedup: k-NN graph, components, one image kept per component. Random features need a much higher
+#    threshold than the paper's 0.6 (which assumes a trained copy-detection descriptor).
+lvd dedup --embeddings "$W/emb" --out "$W/dedup" --threshold 0.945 --k 16
+
+# 5. curate: retrieve pool images close to the named demo seed set (configs/seed/demo.yaml).
+lvd curate --seed demo --pool "$W/emb" --selection "$W/dedup" --out "$W/curated" \
+  seed_sets.demo.path="$W/seed_emb" retrieval.pool_clusters=8 seed_sets.demo.per_cluster=10 seed_sets.demo.min_seed_images=1
+
+# 6. probe: k-NN and linear probes of a frozen backbone on the labelled digits
 lvd probe --weights "$W/random_s14.pth" --train "$W/digits_train" --val "$W/digits_val" --out "$W/probe_random" resolution=56 linear.epochs=20
-echo "demo done: see $W/raw_grid.png and $W/probe_random/report.md"
+echo "demo done: see $W/raw_grid.png, $W/dedup/, $W/curated/report/ and $W/probe_random/report.md"

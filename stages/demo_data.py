@@ -92,6 +92,16 @@ def main(out: Path) -> None:
     names += ["notes.txt", "broken.jpg", "tiny.png", "missing.jpg"]
     (out / "files.txt").write_text("\n".join(names) + "\n")
 
+    # A small seed set for curate: other crops of four of the photos (a stand-in for ImageNet).
+    seed_dir = out / "seed"
+    seed_dir.mkdir(exist_ok=True)
+    photos = dict(real_photos())
+    for name in [n for n in ("astronaut", "coffee", "chelsea", "rocket") if n in photos]:
+        img = photos[name]
+        for j in range(4):
+            box = (img.width * j // 16, img.height * j // 16, img.width - img.width * (3 - j) // 16, img.height)
+            img.crop(box).save(seed_dir / f"{name}_{j}.jpg", quality=90)
+
     labeled = out / "labeled"
     try:
         from sklearn.datasets import load_digits
