@@ -269,3 +269,13 @@ def test_other_modes_become_rgb_with_the_right_values():
         row = pixels(decode_image(_saved(image, fmt), config))[5, :, 0]
         assert row[0] == 0 and row[-1] == 255 and (np.diff(row) >= 0).all(), image.mode
         assert abs(int(row[32]) - 130) <= 3  # 32/63 of the range, not clipped to white
+
+
+def test_resample_choice(served):
+    bicubic = process_image(served["coffee.png"], ProcessConfig(size=300))
+    lanczos = process_image(served["coffee.png"], ProcessConfig(size=300, resample="lanczos"))
+    assert (bicubic.width, bicubic.height) == (lanczos.width, lanczos.height)
+    diff = np.abs(pixels(bicubic) - pixels(lanczos))
+    assert 0 < diff.mean() < 2.0, "the two filters differ slightly, never grossly"
+    with pytest.raises(ConfigError, match="process.resample 'nearest'"):
+        ProcessConfig(resample="nearest")

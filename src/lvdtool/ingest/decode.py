@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from PIL import Image, UnidentifiedImageError
 
 from lvdtool.errors import ConfigError
-from lvdtool.ingest.resize import RESIZE_MODES, apply_plan
+from lvdtool.ingest.resize import RESAMPLING, RESIZE_MODES, apply_plan
 from lvdtool.ingest.rgb import apply_orientation, exif_orientation, has_transparency, orientation_swaps_axes, to_rgb
 
 OK = "ok"
@@ -49,8 +49,11 @@ class ProcessConfig:
     max_pixels: int = 89_478_485  # Pillow's own default bomb limit (about 89.5 MP)
     jpeg_quality: int = 95
     keep_original: bool = False
+    resample: str = "bicubic"  # bicubic | lanczos
 
     def __post_init__(self) -> None:
+        if self.resample not in RESAMPLING:
+            raise ConfigError(f"process.resample '{self.resample}' unknown (use {', '.join(sorted(RESAMPLING))})")
         if self.resize_mode not in RESIZE_MODES:
             raise ConfigError(f"process.resize_mode '{self.resize_mode}' unknown (use {', '.join(sorted(RESIZE_MODES))})")
         if self.size < 1 or self.min_side < 0 or self.max_pixels < 1:
@@ -136,7 +139,7 @@ def decode_image(data: bytes, config: ProcessConfig) -> ProcessResult:
     width, height = _displayed(stored_w, stored_h, orientation)
     sizes.update(orig_width=width, orig_height=height)
     plan = RESIZE_MODES[config.resize_mode](width, height, config.size)
-    rgb = apply_plan(rgb, plan)
+    rgb = apply_plan(rgb, plan, config.resample)
 
     keepable = (
         config.keep_original
