@@ -114,6 +114,38 @@ def probe(
     stage.main(overrides + list(ctx.args))
 
 
+@app.command("pretrain", context_settings=OVERRIDES, epilog=EPILOG.format(stage="pretrain"))
+def pretrain(
+    ctx: typer.Context,
+    arch: Optional[str] = typer.Option(None, "--arch", help="Recipe preset: vit_s14 | vit_b14 | vit_l14 | vit_g14 (+ _reg4), vit_tiny, vit_test."),
+    images: Optional[Path] = typer.Option(None, "--images", "--data", help="Images artifact to train on."),
+    selection: Optional[Path] = typer.Option(None, "--selection", help="Train only on the keys of this selection (e.g. curate's output)."),
+    out: Path = typer.Option(..., "--out", help="Run directory; rerunning the same command resumes it."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Backbone file to continue pretraining from (heads start fresh)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Training length in iterations."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Training length in passes over the data."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per GPU (per rank)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decode + augment processes per rank."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp32"),
+    compile: Optional[bool] = typer.Option(None, "--compile", help="torch.compile each block."),
+    activation_checkpointing: Optional[bool] = typer.Option(None, "--activation-checkpointing", help="Recompute blocks in backward."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory first."),
+) -> None:
+    """Train a ViT with the DINOv2 recipe (DINO + iBOT + KoLeo, EMA teacher, multi-crop, FSDP2, exact resume)."""
+    from lvdtool.overrides import sugar
+    from lvdtool.stages import pretrain as stage
+
+    overrides = sugar(**{
+        "recipe": arch, "data.images": str(images) if images else None, "data.selection": str(selection) if selection else None,
+        "out": str(out), "init": str(init) if init else None, "train.iterations": iterations, "train.epochs": epochs,
+        "train.batch_size_per_gpu": batch_size, "data.workers": workers, "train.seed": seed, "parallel.device": device,
+        "parallel.precision": precision, "parallel.compile": compile, "parallel.activation_checkpointing": activation_checkpointing,
+    })
+    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+
+
 # stage command -> (config name, module path, schema attribute); used by `lvd config`
 STAGE_CONFIGS = {
     "crawl-ingest": ("crawl_ingest", "lvdtool.stages.crawl_ingest", "CrawlIngestConfig"),
@@ -121,6 +153,7 @@ STAGE_CONFIGS = {
     "probe": ("probe", "lvdtool.stages.probe", "ProbeConfig"),
     "dedup": ("dedup", "lvdtool.stages.dedup", "DedupConfig"),
     "curate": ("curate", "lvdtool.stages.curate", "CurateConfig"),
+    "pretrain": ("pretrain", "lvdtool.stages.pretrain", "PretrainConfig"),
 }
 
 

@@ -120,3 +120,13 @@ def test_sigkill_then_rerun_completes_without_duplicates(tmp_path, images, weigh
     k0, v0 = EmbeddingsArtifact(ref).load()
     assert k1 == k0 and len(set(k1)) == len(k1)
     assert np.array_equal(v1, v0)
+
+
+def test_arch_option_with_random_init(tmp_path, images):
+    # `--arch` must reach the embed config as a plain key (not a config group of another stage)
+    out = tmp_path / "emb_random"
+    lvd("embed", "--images", str(images), "--arch", "vit_test", "--out", str(out), "random_init=true", "resolution=56")
+    m = read_manifest(out)
+    assert m.extra["model"]["arch"] == "vit_test" and m.extra["model"]["weights_sha256"] == "random-init-seed0"
+    res = lvd("embed", "--images", str(images), "--out", str(tmp_path / "x"), check=False)
+    assert res.returncode == 2 and "needs --weights" in res.stderr

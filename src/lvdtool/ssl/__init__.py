@@ -1,6 +1,7 @@
 """Building blocks of DINOv2 self-supervised pretraining: heads, losses (DINO, iBOT, KoLeo),
-teacher centering, iBOT masking, schedules and the teacher EMA. Pure functions and small
-modules; the student/teacher meta-architecture lives elsewhere."""
+teacher centering, iBOT masking, schedules and the teacher EMA (pure functions and small
+modules), plus the student/teacher meta-architecture (`meta_arch`) and the optimizer's
+parameter-group rules (`param_groups`)."""
 
 from lvdtool.ssl.centering import SoftmaxCenter, sinkhorn_knopp
 from lvdtool.ssl.dino_loss import dino_loss, dino_pair_count
@@ -17,6 +18,8 @@ from lvdtool.ssl.masking import (
     batch_masks_from_tensor,
     sample_batch_masks,
 )
+from lvdtool.ssl.meta_arch import HeadConfig, MetaArchConfig, SSLMetaArch, SSLNetwork
+from lvdtool.ssl.param_groups import ParamGroup, ParamRule, build_param_groups, layer_id, param_rule
 from lvdtool.ssl.schedules import (
     CosineSchedule,
     ScheduleConfig,
@@ -33,6 +36,15 @@ from lvdtool.ssl.schedules import (
 )
 
 __all__ = [
+    "HeadConfig",
+    "MetaArchConfig",
+    "ParamGroup",
+    "ParamRule",
+    "SSLMetaArch",
+    "SSLNetwork",
+    "build_param_groups",
+    "layer_id",
+    "param_rule",
     "LAST_LAYER_NAME",
     "BatchMaskSampler",
     "BatchMasks",

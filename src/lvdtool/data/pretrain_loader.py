@@ -1,0 +1,186 @@
+"""The pretraining data loader: random access into an `images` artifact, multi-crop batches.
+
+At start, every rank builds an `ImageTable`: the ok keys of the artifact (optionally only those
+of a selection), sorted, with the byte range of each image inside its tar shard (read from the
+tar headers once), so that loading a sample is one seek and one read. The `PretrainSampler`
+says which rows a rank loads at each iteration; DataLoader workers decode them, apply the
+multi-crop augmentation with a generator seeded from the sample's global position, and collate
+the batch with its iBOT masks. Batches therefore depend on (seed, data position) only: not on
+the number of workers, and not on whether the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lvdtool.artifacts.images import IMAGE_EXTS, ImagesArtifact
+from lvdtool.data.augment import MultiCropAugment, collate_multicrop
+from lvdtool.data.decode import decode_rgb, to_uint8_chw
+from lvdtool.data.sampler import STREAM_AUGMENT, STREAM_MASKS, BatchRequest, DataCursor, PretrainSampler, derive_seed
+from lvdtool.errors import ArtifactError, InputError
+from lvdtool.ssl.masking import BatchMaskSampler
+
+
+@dataclass
+class ImageTable:
+    """Sorted ok keys of an images artifact and where each image's bytes lie in the tar shards."""
+
+    root: Path
+    shard_paths: list[Path]
+    keys: np.ndarray  # fixed-width bytes, sorted
+    shard_ids: np.ndarray  # int32 index into shard_paths
+    offsets: np.ndarray  # int64 byte offset of the image data in its tar
+    sizes: np.ndarray  # int64 byte length
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+    def key(self, row: int) -> str:
+        return self.keys[row].decode()
+
+    @classmethod
+    def from_artifact(cls, images: ImagesArtifact, keys: set[str] | None = None) -> ImageTable:
+        """Scan the tar headers of every shard once; `keys` (a selection) filters the ok keys."""
+        found: list[tuple[str, int, int, int]] = []
+        paths = [images.tar_path(s) for s in images.shards]
+        for shard_id, (shard, path) in enumerate(zip(images.shards, paths)):
+            wanted = images.ok_keys(shard)
+            if keys is not None:
+                wanted &= keys
+            found.extend((k, shard_id, off, size) for k, off, size in _image_members(path, wanted))
+        if not found:
+            what = "selected ok images" if keys is not None else "ok images"
+            raise ArtifactError(f"{images.path}: no {what} to train on")
+        found.sort()
+        names = [k for k, *_ in found]
+        if len(set(names)) != len(names):
+            raise ArtifactError(f"{images.path}: a key appears in more than one shard")
+        return cls(
+            root=images.path,
+            shard_paths=paths,
+            keys=np.array([k.encode() for k in names]),
+            shard_ids=np.array([f[1] for f in found], dtype=np.int32),
+            offsets=np.array([f[2] for f in found], dtype=np.int64),
+            sizes=np.array([f[3] for f in found], dtype=np.int64),
+        )
+
+
+def _image_members(path: Path, wanted: set[str]) -> list[tuple[str, int, int]]:
+    """(key, data offset, size) of the image member of every wanted key in one tar."""
+    out = []
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                stem, _, ext = member.name.rpartition(".")
+                if ext in IMAGE_EXTS and stem in wanted and member.isfile():
+                    out.append((stem, member.offset_data, member.size))
+    except (OSError, tarfile.TarError) as exc:
+        raise ArtifactError(f"{path}: unreadable shard ({exc})") from None
+    missing = len(wanted) - len(out)
+    if missing:
+        raise ArtifactError(f"{path}: {missing} ok keys of its index have no image in the tar")
+    return out
+
+
+class ImageReader:
+    """Reads image bytes by table row; opens shard files lazily, once per process."""
+
+    def __init__(self, table: ImageTable) -> None:
+        self.table = table
+        self._files: dict[int, BinaryIO] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"table": self.table, "_files": {}}  # file handles do not cross into workers
+
+    def read(self, row: int) -> bytes:
+        shard_id = int(self.table.shard_ids[row])
+        handle = self._files.get(shard_id)
+        if handle is None:
+            handle = self._files[shard_id] = open(self.table.shard_paths[shard_id], "rb")
+        handle.seek(int(self.table.offsets[row]))
+        size = int(self.table.sizes[row])
+        data = handle.read(size)
+        if len(data) != size:
+            raise ArtifactError(f"{self.table.shard_paths[shard_id]}: key {self.table.key(row)} is truncated")
+        return data
+
+
+class PretrainBatches(Dataset):
+    """`dataset[BatchRequest]` -> collated multi-crop batch (see `collate_multicrop`) plus its
+    iteration, epoch and first global position."""
+
+    def __init__(
+        self,
+        table: ImageTable,
+        augment: MultiCropAugment,
+        mask_sampler: BatchMaskSampler,
+        seed: int,
+        decode_min_side: int | None = None,
+    ) -> None:
+        self.reader = ImageReader(table)
+        self.augment = augment
+        self.mask_sampler = mask_sampler
+        self.seed = int(seed)
+        self.decode_min_side = decode_min_side
+
+    def sample(self, row: int, epoch: int, position: int) -> dict[str, list[torch.Tensor]]:
+        data = self.reader.read(row)
+        try:
+            image = to_uint8_chw(decode_rgb(data, self.decode_min_side))
+        except Exception as exc:  # the ingest validated it: a failure here is a damaged artifact
+            key = self.reader.table.key(row)
+            raise ArtifactError(f"{self.reader.table.root}: key {key} does not decode ({type(exc).__name__})") from None
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, STREAM_AUGMENT, epoch, position))
+        return self.augment(image, generator)
+
+    def __getitem__(self, request: BatchRequest) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(request, BatchRequest):
+            raise InputError(f"PretrainBatches is indexed by BatchRequest, got {type(request).__name__}")
+        samples = [
+            self.sample(int(row), request.epoch, request.first_position + k) for k, row in enumerate(request.rows)
+        ]
+        rng = np.random.default_rng(derive_seed(self.seed, STREAM_MASKS, request.epoch, request.first_position))
+        batch = collate_multicrop(samples, self.mask_sampler, rng)
+        batch.update(iteration=request.iteration, epoch=request.epoch, first_position=request.first_position)
+        return batch
+
+
+def _batch_as_is(batch: dict[str, Any]) -> dict[str, Any]:
+    return batch
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Workers decode and augment one sample at a time; intra-op threads would only oversubscribe.
+    torch.set_num_threads(1)
+
+
+def build_pretrain_loader(
+    dataset: PretrainBatches,
+    batch_per_rank: int,
+    rank: int,
+    world_size: int,
+    start: DataCursor,
+    workers: int = 0,
+    pin_memory: bool = False,
+    prefetch_factor: int = 2,
+) -> tuple[DataLoader, PretrainSampler]:
+    """An infinite, in-order loader of this rank's batches from `start` on, and its sampler."""
+    sampler = PretrainSampler(len(dataset.reader.table), batch_per_rank, rank, world_size, dataset.seed, start)
+    loader = DataLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=None,  # the dataset returns whole batches
+        num_workers=workers,
+        collate_fn=_batch_as_is,
+        worker_init_fn=_worker_init if workers else None,
+        pin_memory=pin_memory,
+        prefetch_factor=prefetch_factor if workers else None,
+    )
+    return loader, sampler

@@ -1,0 +1,172 @@
+"""The DINOv2 student/teacher meta-architecture: networks, centering and the loss composition.
+
+Single-device code: sharding, precision and compile are applied from outside (see
+`lvdtool.train.parallelize`), which wraps each `SSLNetwork` as one FSDP root. The student sees
+all crops (one packed multi-crop forward, iBOT masks on its global crops); the teacher, an EMA
+of the student that never receives gradients, sees the global crops without masks.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from lvdtool.errors import ConfigError, InputError
+from lvdtool.ssl.centering import SoftmaxCenter, sinkhorn_knopp
+from lvdtool.ssl.dino_loss import dino_loss
+from lvdtool.ssl.ema import ema_update_
+from lvdtool.ssl.heads import DinoHead
+from lvdtool.ssl.ibot_loss import ibot_patch_loss
+from lvdtool.ssl.koleo import koleo_loss_per_view
+from lvdtool.ssl.loss_weights import SSLLossWeights
+
+Centering = Literal["softmax", "sinkhorn_knopp"]
+N_GLOBAL_CROPS = 2
+LOSS_NAMES = ("loss", "dino", "ibot", "koleo")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    prototypes: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    nlayers: int = 3
+
+    def build(self, in_dim: int) -> DinoHead:
+        return DinoHead(in_dim, self.prototypes, self.hidden_dim, self.bottleneck_dim, self.nlayers)
+
+
+@dataclass(frozen=True)
+class MetaArchConfig:
+    """dino_head serves both objectives unless `ibot_head` is given (untied heads)."""
+
+    dino_head: HeadConfig = field(default_factory=HeadConfig)
+    ibot_head: HeadConfig | None = None
+    centering: Centering = "softmax"
+    center_momentum: float = 0.9
+    sinkhorn_iterations: int = 3
+    student_temp: float = 0.1
+    weights: SSLLossWeights = field(default_factory=SSLLossWeights)
+
+    def __post_init__(self) -> None:
+        if self.centering not in ("softmax", "sinkhorn_knopp"):
+            raise ConfigError(f"centering={self.centering!r}: expected 'softmax' or 'sinkhorn_knopp'")
+
+
+class SSLNetwork(nn.Module):
+    """Backbone + DINO head (+ separate iBOT head when untied): one network of the pair.
+
+    forward(global_crops, local_crops, masks, mask_indices) -> dict with
+      cls_tokens  [n_crops*B, D]  backbone CLS of every crop, global crops first
+      dino_logits [n_crops*B, K]  DINO head on those CLS tokens
+      ibot_logits [M, K']         iBOT head on the patch tokens at `mask_indices` (flat indices
+                                  over (global crop, patch)); None without mask_indices
+    """
+
+    def __init__(self, backbone: nn.Module, dino_head: DinoHead, ibot_head: DinoHead | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.dino_head = dino_head
+        self.ibot_head = ibot_head
+
+    def forward(
+        self,
+        global_crops: torch.Tensor,
+        local_crops: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
+        mask_indices: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor | None]:
+        crops, crop_masks = [global_crops], [masks]
+        if local_crops is not None and local_crops.numel():
+            crops.append(local_crops)
+            crop_masks.append(None)
+        outputs = self.backbone(crops, crop_masks)
+        cls_tokens = torch.cat([o["x_norm_clstoken"] for o in outputs])
+        masked = None
+        if mask_indices is not None:
+            patches = outputs[0]["x_norm_patchtokens"]
+            masked = patches.reshape(-1, patches.shape[-1]).index_select(0, mask_indices)
+        if masked is None:
+            return {"cls_tokens": cls_tokens, "dino_logits": self.dino_head(cls_tokens), "ibot_logits": None}
+        if self.ibot_head is None:
+            # Tied head: one call on CLS and patch tokens together (one weight gather under FSDP).
+            logits = self.dino_head(torch.cat([cls_tokens, masked]))
+            dino_logits, ibot_logits = logits.split([cls_tokens.shape[0], masked.shape[0]])
+        else:
+            dino_logits, ibot_logits = self.dino_head(cls_tokens), self.ibot_head(masked)
+        return {"cls_tokens": cls_tokens, "dino_logits": dino_logits, "ibot_logits": ibot_logits}
+
+
+class SSLMetaArch(nn.Module):
+    """Student, teacher and the teacher's centering state; `forward` returns the losses."""
+
+    def __init__(self, backbone: nn.Module, config: MetaArchConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or MetaArchConfig()
+        dim = int(backbone.embed_dim)
+        dino_head = config.dino_head.build(dim)
+        ibot_head = config.ibot_head.build(dim) if config.ibot_head is not None else None
+        self.student = SSLNetwork(backbone, dino_head, ibot_head)
+        self.teacher = copy.deepcopy(self.student)
+        self.teacher.requires_grad_(False)
+        self.dino_center: SoftmaxCenter | None = None
+        self.ibot_center: SoftmaxCenter | None = None
+        if config.centering == "softmax":
+            ibot_dim = (config.ibot_head or config.dino_head).prototypes
+            self.dino_center = SoftmaxCenter(config.dino_head.prototypes, config.center_momentum)
+            self.ibot_center = SoftmaxCenter(ibot_dim, config.center_momentum)
+
+    def load_backbone_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Continued pretraining: the same backbone weights in student and teacher (heads stay fresh)."""
+        self.student.backbone.load_state_dict(state_dict, strict=True)
+        self.teacher.backbone.load_state_dict(state_dict, strict=True)
+
+    def train(self, mode: bool = True) -> SSLMetaArch:
+        super().train(mode)
+        self.teacher.eval()  # no stochastic depth in the teacher
+        return self
+
+    @torch.no_grad()
+    def _teacher_probs(
+        self, logits: torch.Tensor, temp: float, center: SoftmaxCenter | None, n_valid: int | None = None
+    ) -> torch.Tensor:
+        if center is None:
+            return sinkhorn_knopp(logits, temp, self.config.sinkhorn_iterations, n_valid_rows=n_valid)
+        return center(logits, temp, n_valid)
+
+    def forward(self, batch: dict[str, Any], teacher_temp: float) -> dict[str, torch.Tensor]:
+        """Losses of one batch (see `collate_multicrop`): total "loss" (with graph) and components."""
+        global_crops = batch["global_crops"]
+        if global_crops.shape[0] % N_GLOBAL_CROPS:
+            raise InputError(f"global_crops has {global_crops.shape[0]} rows, not a multiple of {N_GLOBAL_CROPS}")
+        n_images = global_crops.shape[0]  # number of global crops, the iBOT denominator
+        mask_indices = batch["mask_indices"]
+        n_masked = int(batch["n_masked_patches"])
+        with torch.no_grad():
+            teacher = self.teacher(global_crops, mask_indices=mask_indices)
+            teacher_dino = self._teacher_probs(teacher["dino_logits"], teacher_temp, self.dino_center)
+            teacher_ibot = self._teacher_probs(teacher["ibot_logits"], teacher_temp, self.ibot_center, n_masked)
+        student = self.student(global_crops, batch["local_crops"], batch["masks"], mask_indices)
+        weights, temp = self.config.weights, self.config.student_temp
+        dino = dino_loss(student["dino_logits"], teacher_dino, n_global_crops=N_GLOBAL_CROPS, student_temp=temp)
+        ibot = ibot_patch_loss(
+            student["ibot_logits"], teacher_ibot, batch["masks_weight"], n_images,
+            student_temp=temp, n_masked_patches=n_masked,
+        )
+        koleo = koleo_loss_per_view(student["cls_tokens"][:n_images], N_GLOBAL_CROPS)
+        total = weights.total(dino=dino, ibot=ibot, koleo=koleo)
+        return {"loss": total, "dino": dino.detach(), "ibot": ibot.detach(), "koleo": koleo.detach()}
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """teacher <- momentum * teacher + (1 - momentum) * student, on local shards when sharded."""
+        ema_update_(_local(self.teacher.parameters()), _local(self.student.parameters()), momentum)
+
+
+def _local(params: Any) -> list[torch.Tensor]:
+    # DTensor parameters (FSDP2) are updated through their local shard: same math, no dispatch.
+    return [p.to_local() if hasattr(p, "to_local") else p for p in params]

@@ -1,0 +1,84 @@
+"""Build the pieces of a pretraining run from its config: data, model, inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lvdtool.artifacts.images import ImagesArtifact
+from lvdtool.artifacts.manifest import InputRef, input_ref
+from lvdtool.artifacts.selection import read_selection
+from lvdtool.data.augment import MultiCropAugment, MultiCropConfig
+from lvdtool.data.pretrain_loader import ImageTable, PretrainBatches
+from lvdtool.errors import ConfigError
+from lvdtool.models import backbone_fingerprint, build_backbone, extract_backbone_state, read_weights
+from lvdtool.ssl.masking import BatchMaskSampler
+from lvdtool.ssl.meta_arch import SSLMetaArch
+from lvdtool.train.config import PretrainConfig
+from lvdtool.train.flops import StepShape
+
+
+@dataclass
+class TrainingData:
+    table: ImageTable
+    dataset: PretrainBatches
+    inputs: list[InputRef]
+
+
+def multicrop_config(cfg: PretrainConfig) -> MultiCropConfig:
+    crops = cfg.crops
+    return MultiCropConfig(
+        global_crops_size=crops.global_crops_size,
+        local_crops_size=crops.local_crops_size,
+        n_local_crops=crops.n_local_crops,
+        global_crops_scale=tuple(crops.global_crops_scale),  # type: ignore[arg-type]
+        local_crops_scale=tuple(crops.local_crops_scale),  # type: ignore[arg-type]
+        blur_as_trained=crops.blur_as_trained,
+    )
+
+
+def step_shape(cfg: PretrainConfig) -> StepShape:
+    return StepShape(cfg.crops.global_crops_size, cfg.crops.local_crops_size, cfg.crops.n_local_crops,
+                     mask_prob=cfg.ibot.mask_prob, mask_ratio=(cfg.ibot.mask_ratio[0], cfg.ibot.mask_ratio[1]))
+
+
+def build_training_data(cfg: PretrainConfig, patch_size: int) -> TrainingData:
+    """The image table (ok keys, optionally a selection's) and the multi-crop batch dataset."""
+    images = ImagesArtifact(cfg.data.images)
+    inputs = [input_ref(cfg.data.images, images.manifest, role="images")]
+    keys = None
+    if cfg.data.selection:
+        selection_manifest, keys = read_selection(cfg.data.selection)
+        inputs.append(input_ref(cfg.data.selection, selection_manifest, role="selection"))
+    table = ImageTable.from_artifact(images, keys)
+    size = cfg.crops.global_crops_size
+    for key, crop in (("crops.global_crops_size", size), ("crops.local_crops_size", cfg.crops.local_crops_size)):
+        if crop % patch_size:
+            raise ConfigError(f"{key}={crop} is not a multiple of the patch size {patch_size}")
+    grid = size // patch_size
+    ratio = (cfg.ibot.mask_ratio[0], cfg.ibot.mask_ratio[1])
+    masks = BatchMaskSampler((grid, grid), mask_prob=cfg.ibot.mask_prob, ratio_range=ratio)
+    min_side = cfg.data.decode_min_side or 2 * size
+    dataset = PretrainBatches(table, MultiCropAugment(multicrop_config(cfg)), masks, cfg.train.seed, min_side)
+    return TrainingData(table, dataset, inputs)
+
+
+def build_meta_arch(cfg: PretrainConfig) -> SSLMetaArch:
+    """Student and teacher on CPU, initialised from `train.seed` (identical on every rank)."""
+    torch.manual_seed(cfg.train.seed)
+    backbone = build_backbone(cfg.model.arch, **cfg.model.backbone_overrides())
+    return SSLMetaArch(backbone, cfg.meta_arch_config())
+
+
+def load_init_weights(meta: SSLMetaArch, path: str) -> InputRef:
+    """Continued pretraining: backbone weights into student and teacher; returns the input record."""
+    state = extract_backbone_state(read_weights(path), path)
+    try:
+        meta.load_backbone_weights(state)
+    except RuntimeError as exc:
+        first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])[:300]
+        raise ConfigError(f"init={path}: does not fit model.arch={meta.student.backbone.config.arch} ({first})") from None
+    resolved = str(Path(path).resolve())
+    return InputRef(path=resolved, kind="file", fingerprint="sha256:" + backbone_fingerprint(path), role="init")

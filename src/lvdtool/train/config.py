@@ -1,0 +1,201 @@
+"""Typed configuration of `lvd pretrain` (the Hydra schema of configs/pretrain.yaml).
+
+Recipe presets per architecture live in configs/recipe/*.yaml and set these fields; every field
+can be overridden as `section.key=value`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from lvdtool.errors import ConfigError
+from lvdtool.ssl.loss_weights import SSLLossWeights
+from lvdtool.ssl.meta_arch import HeadConfig, MetaArchConfig
+
+
+@dataclass
+class ModelSection:
+    arch: str = "vit_s14"  # a registered architecture (lvdtool.models.list_archs())
+    drop_path_rate: float = 0.1
+    # Structural overrides of the registered arch; null keeps the arch's value.
+    ffn: str | None = None  # mlp | swiglu
+    patch_size: int | None = None
+    img_size: int | None = None  # side the stored position embedding covers
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    layerscale_init: float | None = None  # LayerScale init (arch default 1e-5)
+
+    def backbone_overrides(self) -> dict[str, Any]:
+        fields = ("ffn", "patch_size", "img_size", "embed_dim", "depth", "num_heads", "layerscale_init")
+        out: dict[str, Any] = {k: getattr(self, k) for k in fields if getattr(self, k) is not None}
+        out["drop_path_rate"] = self.drop_path_rate
+        return out
+
+
+@dataclass
+class HeadSection:
+    prototypes: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    nlayers: int = 3
+
+    def head_config(self) -> HeadConfig:
+        return HeadConfig(self.prototypes, self.hidden_dim, self.bottleneck_dim, self.nlayers)
+
+
+@dataclass
+class DinoSection(HeadSection):
+    loss_weight: float = 1.0
+    koleo_weight: float = 0.1
+    centering: str = "softmax"  # softmax | sinkhorn_knopp (used for both objectives)
+    center_momentum: float = 0.9
+    sinkhorn_iterations: int = 3
+    student_temp: float = 0.1
+
+
+@dataclass
+class IbotSection(HeadSection):
+    loss_weight: float = 1.0
+    separate_head: bool = False  # false: the DINO head also serves iBOT (tied)
+    mask_prob: float = 0.5  # fraction of global crops that get masked
+    mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])
+
+
+@dataclass
+class TeacherSection:
+    momentum: float = 0.992
+    final_momentum: float = 1.0
+    warmup_temp: float = 0.04
+    temp: float = 0.07
+    warmup_temp_epochs: float = 30.0
+
+
+@dataclass
+class OptimSection:
+    base_lr: float = 0.004  # at a total batch of reference_batch; sqrt scaling
+    reference_batch: int = 1024
+    min_lr: float = 1e-6
+    warmup_epochs: float = 10.0
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    layerwise_decay: float = 0.9
+    patch_embed_lr_mult: float = 0.2
+    clip_grad: float = 3.0  # max total gradient norm; 0 disables clipping
+    freeze_last_layer_epochs: float = 1.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class CropsSection:
+    global_crops_size: int = 224
+    local_crops_size: int = 98
+    n_local_crops: int = 8
+    global_crops_scale: list[float] = field(default_factory=lambda: [0.32, 1.0])
+    local_crops_scale: list[float] = field(default_factory=lambda: [0.05, 0.32])
+    blur_as_trained: bool = False  # true: the blur probabilities the released models had
+
+
+@dataclass
+class DataSection:
+    images: str = MISSING  # images artifact
+    selection: str | None = None  # selection artifact: train on its keys only
+    workers: int = 8  # DataLoader decode/augment processes per rank
+    decode_min_side: int | None = None  # JPEG draft decoding target; null: 2 x global crop size
+
+
+@dataclass
+class TrainSection:
+    batch_size_per_gpu: int = 64
+    epochs: float = 100.0  # passes over the dataset (see epoch_length); ignored if iterations is set
+    iterations: int | None = None
+    epoch_length: int | None = None  # iterations per epoch; null: images // global batch (1250: paper)
+    seed: int = 0
+    log_every: int = 10
+
+
+@dataclass
+class ParallelSection:
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16
+    activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile each block
+    peak_tflops: float | None = None  # accelerator peak for MFU; null: known GPUs only
+
+
+@dataclass
+class CheckpointSection:
+    every: int = 2500  # iterations between checkpoints (and one at the end)
+    keep: int = 3  # complete checkpoints kept
+
+
+@dataclass
+class PretrainConfig:
+    out: str = MISSING  # run directory (a `checkpoint` artifact)
+    init: str | None = None  # backbone weights for continued pretraining (heads start fresh)
+    model: ModelSection = field(default_factory=ModelSection)
+    dino: DinoSection = field(default_factory=DinoSection)
+    ibot: IbotSection = field(default_factory=IbotSection)
+    teacher: TeacherSection = field(default_factory=TeacherSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    crops: CropsSection = field(default_factory=CropsSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    parallel: ParallelSection = field(default_factory=ParallelSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+
+    def meta_arch_config(self) -> MetaArchConfig:
+        return MetaArchConfig(
+            dino_head=self.dino.head_config(),
+            ibot_head=self.ibot.head_config() if self.ibot.separate_head else None,
+            centering=self.dino.centering,  # type: ignore[arg-type]
+            center_momentum=self.dino.center_momentum,
+            sinkhorn_iterations=self.dino.sinkhorn_iterations,
+            student_temp=self.dino.student_temp,
+            weights=SSLLossWeights(self.dino.loss_weight, self.ibot.loss_weight, self.dino.koleo_weight),
+        )
+
+    def validate(self) -> None:
+        def bad(key: str, value: Any, why: str) -> ConfigError:
+            return ConfigError(f"pretrain config {key}={value!r}: {why}")
+
+        if self.train.batch_size_per_gpu < 1:
+            raise bad("train.batch_size_per_gpu", self.train.batch_size_per_gpu, "must be >= 1")
+        if self.train.iterations is not None and self.train.iterations < 1:
+            raise bad("train.iterations", self.train.iterations, "must be >= 1")
+        if self.train.iterations is None and self.train.epochs <= 0:
+            raise bad("train.epochs", self.train.epochs, "must be > 0")
+        if self.train.epoch_length is not None and self.train.epoch_length < 1:
+            raise bad("train.epoch_length", self.train.epoch_length, "must be >= 1")
+        if self.train.log_every < 1:
+            raise bad("train.log_every", self.train.log_every, "must be >= 1")
+        if self.checkpoint.every < 1 or self.checkpoint.keep < 1:
+            raise bad("checkpoint.every/keep", (self.checkpoint.every, self.checkpoint.keep), "must be >= 1")
+        if self.parallel.precision not in ("auto", "fp32", "bf16"):
+            raise bad("parallel.precision", self.parallel.precision, "expected auto, fp32 or bf16")
+        if self.parallel.device not in ("auto", "cpu", "cuda"):
+            raise bad("parallel.device", self.parallel.device, "expected auto, cpu or cuda")
+        if self.data.workers < 0:
+            raise bad("data.workers", self.data.workers, "must be >= 0")
+        if len(self.ibot.mask_ratio) != 2 or len(self.optim.betas) != 2:
+            raise bad("ibot.mask_ratio/optim.betas", (self.ibot.mask_ratio, self.optim.betas), "need 2 values each")
+        if self.dino.centering not in ("softmax", "sinkhorn_knopp"):
+            raise bad("dino.centering", self.dino.centering, "expected softmax or sinkhorn_knopp")
+
+
+# Keys that may change between a run and its resume (speed, logging, bookkeeping only).
+RESUME_IGNORES = (
+    "out",  # a run directory may be moved
+    "data.workers",
+    "train.log_every",
+    "checkpoint.every",
+    "checkpoint.keep",
+    "parallel.device",
+    "parallel.precision",
+    "parallel.activation_checkpointing",
+    "parallel.compile",
+    "parallel.peak_tflops",
+)

@@ -1,0 +1,248 @@
+"""The DINOv2 pretraining loop: setup, resume, steps, logging, checkpoints.
+
+One iteration: set lr / wd from the schedules, load this rank's batch, seed the model RNG from
+(seed, iteration, rank), forward student and teacher, check that the losses (averaged over ranks)
+are finite, backward, clip, AdamW step, teacher EMA. Every random draw is a function of the seed
+and the position, so a resumed run repeats an uninterrupted one (bitwise on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lvdtool.console import console, progress
+from lvdtool.data.pretrain_loader import build_pretrain_loader
+from lvdtool.data.sampler import STREAM_MODEL, DataCursor, derive_seed
+from lvdtool.errors import TrainingError
+from lvdtool.models import describe_backbone
+from lvdtool.ssl.meta_arch import LOSS_NAMES
+from lvdtool.train.build import build_meta_arch, build_training_data, load_init_weights, step_shape
+from lvdtool.train.checkpoint import BACKBONE_NAME, CheckpointStore
+from lvdtool.train.config import PretrainConfig
+from lvdtool.train.distributed import DistEnv, init_distributed
+from lvdtool.train.flops import device_peak_flops, pretrain_flops_per_image
+from lvdtool.train.metrics import METRICS_NAME, MetricsLog, Throughput
+from lvdtool.train.optim import build_optimizer
+from lvdtool.train.parallelize import ParallelPlan, parallelize, resolve_precision
+from lvdtool.train.plan import TrainPlan, build_run_schedules, make_plan
+from lvdtool.train.run_dir import prepare_run_dir, write_run_manifest
+from lvdtool.train.step import batch_to_device, train_step
+
+INIT_CAVEAT = (
+    "init: backbone weights loaded into student and teacher; the DINO/iBOT heads start from random "
+    "init, and fresh heads on a trained backbone can collapse early (see docs/pretrain.md)"
+)
+
+
+@dataclass
+class RunSummary:
+    out: str
+    iterations: int
+    start_iteration: int
+    resumed_from: str | None
+    images_per_s: float = 0.0
+    seconds: float = 0.0
+    last: dict[str, float] = field(default_factory=dict)
+    backbone: str | None = None
+    complete: bool = False
+
+    def as_rows(self) -> dict[str, Any]:
+        rows: dict[str, Any] = {
+            "iterations": f"{self.start_iteration} -> {self.iterations}",
+            "resumed from": self.resumed_from or "-",
+            "seconds": round(self.seconds, 1),
+            "images/s": round(self.images_per_s, 1),
+        }
+        rows.update({f"last.{k}": v for k, v in self.last.items()})
+        rows["backbone"] = self.backbone or "-"
+        return rows
+
+
+class Pretrainer:
+    def __init__(self, cfg: PretrainConfig, resolved: dict[str, Any], env: DistEnv, overwrite: bool = False) -> None:
+        cfg.validate()
+        self.cfg, self.resolved, self.env = cfg, resolved, env
+        self.out = Path(cfg.out)
+        self.say = console.print if env.is_main else (lambda *a, **k: None)
+        env.run_on_main(lambda: prepare_run_dir(self.out, resolved, overwrite))
+        self.store = CheckpointStore(self.out, env, cfg.checkpoint.keep)
+        self.store.remove_partial()
+        env.barrier()
+        self._setup()
+
+    # ---- setup ----------------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        cfg, env = self.cfg, self.env
+        self.meta = build_meta_arch(cfg)
+        backbone_cfg = self.meta.student.backbone.config
+        self.data = build_training_data(cfg, backbone_cfg.patch_size)
+        self.inputs = list(self.data.inputs)
+        self.resume_path = self.store.latest()
+        resume_state = self.store.read_state(self.resume_path) if self.resume_path else None
+        n_images = len(self.data.table)
+        self.plan = TrainPlan.from_dict(resume_state["plan"]) if resume_state else make_plan(cfg, n_images, env.world_size)
+        if cfg.init:
+            init_ref = load_init_weights(self.meta, cfg.init)  # overwritten below when resuming
+            self.inputs.append(init_ref)
+            if not resume_state:
+                self.say(f"[yellow]{INIT_CAVEAT}[/yellow]")
+        self.param_dtype = resolve_precision(cfg.parallel.precision, env.device)
+        plan = ParallelPlan(env.device, env.world_size, self.param_dtype,
+                            cfg.parallel.activation_checkpointing, cfg.parallel.compile)
+        parallelize(self.meta, plan)
+        self.optimizer = build_optimizer(self.meta.student, backbone_cfg.depth, cfg.optim)
+        self.start = DataCursor()
+        if self.resume_path is not None:
+            self.store.load(self.resume_path, self.meta, self.optimizer)
+            self.start = DataCursor.from_dict(resume_state["data"])
+        self.schedules = build_run_schedules(self.plan, cfg)
+        self.batch = cfg.train.batch_size_per_gpu
+        self.global_batch = self.batch * env.world_size
+        self.loader, self.sampler = build_pretrain_loader(
+            self.data.dataset, self.batch, env.rank, env.world_size, self.start, cfg.data.workers,
+            pin_memory=env.device.type == "cuda",
+        )
+        self.metrics = MetricsLog(self.out / METRICS_NAME, env.is_main)
+        self.metrics.truncate_from(self.start.iteration)
+        self.flops_per_image = pretrain_flops_per_image(
+            backbone_cfg, step_shape(cfg), cfg.dino.head_config(),
+            cfg.ibot.head_config() if cfg.ibot.separate_head else None,
+        )
+        device_name = torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else "cpu"
+        self.peak_flops = device_peak_flops(device_name, cfg.parallel.peak_tflops) if env.device.type == "cuda" else None
+        self._announce(n_images)
+        self._write_manifest(self.start.iteration, complete=False)
+
+    def _announce(self, n_images: int) -> None:
+        per_data_epoch = n_images // self.global_batch
+        self.say(
+            f"pretrain: {self.cfg.model.arch} on {self.env.world_size} x {self.env.device.type} "
+            f"({str(self.param_dtype).replace('torch.', '')}); {n_images} images, global batch {self.global_batch}: "
+            f"{per_data_epoch} iterations per pass over the data; schedule epoch = {self.plan.epoch_length} "
+            f"iterations; {self.plan.total_iters} iterations in total, peak lr {self.plan.peak_lr:.3g}"
+        )
+        if self.resume_path is not None:
+            self.say(f"resuming from {self.resume_path.name}: iteration {self.start.iteration}, data epoch "
+                     f"{self.start.epoch}, {self.start.offset} images of it consumed")
+
+    def _extra(self, iteration: int) -> dict[str, Any]:
+        latest = self.store.latest()
+        return {
+            "iteration": iteration,
+            "plan": self.plan.to_dict(),
+            "latest_checkpoint": latest.name if latest else None,
+            "model": {k: v for k, v in describe_backbone(self.meta.student.backbone).items() if k != "config"},
+            "flops_per_image": self.flops_per_image,
+        }
+
+    def _write_manifest(self, iteration: int, complete: bool) -> None:
+        if self.env.is_main:
+            backbone = self.out / BACKBONE_NAME if complete else None
+            write_run_manifest(self.out, self.resolved, self.inputs, self._extra(iteration), complete, backbone)
+
+    # ---- steps ----------------------------------------------------------------------------------
+
+    def _check_finite(self, iteration: int, values: dict[str, float]) -> None:
+        """`values`: labelled scalars; components are listed before the total, so the message
+        names the term that broke."""
+        bad = [k for k in values if not math.isfinite(values[k])]
+        if bad:
+            latest = self.store.latest()
+            kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written"
+            raise TrainingError(
+                f"iteration {iteration}: the {bad[0]} is not finite ({values[bad[0]]}); stopped without "
+                f"saving, {kept} (lower optim.base_lr, or check the data)"
+            )
+
+    def step(self, iteration: int, batch: dict[str, Any]) -> dict[str, float]:
+        torch.manual_seed(derive_seed(self.cfg.train.seed, STREAM_MODEL, iteration, self.env.rank))
+        return train_step(
+            self.meta, self.optimizer, batch_to_device(batch, self.env.device), self.schedules.at(iteration),
+            self.cfg.optim.clip_grad, lambda values: self._check_finite(iteration, values),
+        )
+
+    def _save(self, iteration: int) -> None:
+        cursor = self.sampler.order.cursor_at(iteration)
+        state = {"data": cursor.to_dict(), "plan": self.plan.to_dict(), "seed": self.cfg.train.seed}
+        self.store.save(iteration, self.meta, self.optimizer, state)
+        self._write_manifest(iteration, complete=False)
+
+    def run(self) -> RunSummary:
+        total, start = self.plan.total_iters, self.start.iteration
+        summary = RunSummary(str(self.out), total, start, self.resume_path.name if self.resume_path else None)
+        self.meta.train()
+        meter, started, images = Throughput(), time.perf_counter(), 0
+        log_every, every = self.cfg.train.log_every, self.cfg.checkpoint.every
+        batches = iter(self.loader)
+        try:
+            with progress() if self.env.is_main else _SilentBar() as bar:
+                task = bar.add_task("pretrain", total=total, completed=start)
+                for iteration in range(start, total):
+                    batch = next(batches)
+                    logged = self.step(iteration, batch)
+                    meter.step(self.global_batch)
+                    images += self.global_batch
+                    last = iteration + 1 == total
+                    if iteration % log_every == 0 or last:
+                        self._log(iteration, batch["epoch"], logged, meter, bar, task)
+                        summary.last = {k: logged[k] for k in LOSS_NAMES}
+                    bar.advance(task)
+                    if (iteration + 1) % every == 0 or last:
+                        self._save(iteration + 1)
+        finally:
+            del batches  # stops the DataLoader workers
+        summary.seconds = time.perf_counter() - started
+        summary.images_per_s = images / summary.seconds if images else 0.0
+        self._write_manifest(total, complete=True)
+        summary.backbone = str(self.out / BACKBONE_NAME)
+        summary.complete = True
+        return summary
+
+    def _log(self, iteration: int, epoch: int, logged: dict[str, float], meter: Throughput, bar: Any, task: Any) -> None:
+        rate, step_s = meter.read()
+        record: dict[str, Any] = {"iteration": iteration, "epoch": epoch, **logged,
+                                  "images_per_s": rate, "step_s": step_s}
+        if self.peak_flops:
+            record["mfu"] = self.flops_per_image * rate / self.env.world_size / self.peak_flops
+        self.metrics.write(record)
+        mfu = f" mfu {record['mfu']:.1%}" if "mfu" in record else ""
+        bar.update(task, description=(
+            f"loss {logged['loss']:.3f} (dino {logged['dino']:.3f} ibot {logged['ibot']:.3f} "
+            f"koleo {logged['koleo']:.3f}) lr {logged['lr']:.2e} m {logged['momentum']:.4f} "
+            f"T {logged['teacher_temp']:.3f} {rate:.1f} img/s{mfu}"
+        ))
+
+
+class _SilentBar:
+    """Progress stand-in for ranks other than 0."""
+
+    def __enter__(self) -> _SilentBar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def advance(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def run_pretraining(cfg: PretrainConfig, resolved: dict[str, Any], overwrite: bool = False) -> RunSummary:
+    """Train (or resume) the run in `cfg.out`; joins or creates the process group."""
+    env = init_distributed(cfg.parallel.device)
+    try:
+        return Pretrainer(cfg, resolved, env, overwrite).run()
+    finally:
+        env.close()

@@ -1,0 +1,76 @@
+"""The run plan: length, epoch length and peak learning rate, fixed at the first launch.
+
+A plan is derived from the config and the dataset size on the first launch and stored in every
+checkpoint; a resumed run reuses it, so the per-iteration schedules stay the same even when the
+run is resumed at another world size (where the global batch, and so the dataset-derived epoch
+length, would differ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lvdtool.errors import ConfigError
+from lvdtool.ssl.schedules import (
+    TrainingSchedules,
+    lr_schedule,
+    scaled_lr,
+    teacher_momentum_schedule,
+    teacher_temp_schedule,
+    weight_decay_schedule,
+)
+from lvdtool.train.config import PretrainConfig
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    total_iters: int
+    epoch_length: int  # iterations per schedule epoch
+    global_batch: int  # at the first launch
+    n_images: int
+    peak_lr: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainPlan:
+        return cls(int(d["total_iters"]), int(d["epoch_length"]), int(d["global_batch"]), int(d["n_images"]),
+                   float(d["peak_lr"]))
+
+    def iters(self, epochs: float) -> int:
+        return int(round(epochs * self.epoch_length))
+
+
+def make_plan(cfg: PretrainConfig, n_images: int, world_size: int) -> TrainPlan:
+    global_batch = cfg.train.batch_size_per_gpu * world_size
+    if n_images < global_batch:
+        raise ConfigError(
+            f"train.batch_size_per_gpu={cfg.train.batch_size_per_gpu} x {world_size} ranks = {global_batch} "
+            f"exceeds the {n_images} training images"
+        )
+    epoch_length = cfg.train.epoch_length or n_images // global_batch
+    total = cfg.train.iterations or int(round(cfg.train.epochs * epoch_length))
+    if total < 1:
+        raise ConfigError(f"train.epochs={cfg.train.epochs} gives no iteration (epoch length {epoch_length})")
+    peak = scaled_lr(cfg.optim.base_lr, global_batch, cfg.optim.reference_batch)
+    return TrainPlan(total, epoch_length, global_batch, n_images, peak)
+
+
+def build_run_schedules(plan: TrainPlan, cfg: PretrainConfig) -> TrainingSchedules:
+    total = plan.total_iters
+    warmup = plan.iters(cfg.optim.warmup_epochs)
+    if warmup > total:
+        raise ConfigError(
+            f"optim.warmup_epochs={cfg.optim.warmup_epochs} is {warmup} iterations, longer than the run ({total})"
+        )
+    return TrainingSchedules(
+        lr=lr_schedule(plan.peak_lr, cfg.optim.min_lr, total, warmup),
+        weight_decay=weight_decay_schedule(cfg.optim.weight_decay, cfg.optim.weight_decay_end, total),
+        teacher_momentum=teacher_momentum_schedule(cfg.teacher.momentum, cfg.teacher.final_momentum, total),
+        teacher_temp=teacher_temp_schedule(
+            cfg.teacher.warmup_temp, cfg.teacher.temp, plan.iters(cfg.teacher.warmup_temp_epochs)
+        ),
+        last_layer_freeze_iters=plan.iters(cfg.optim.freeze_last_layer_epochs),
+    )

@@ -1,0 +1,73 @@
+"""The run directory of `lvd pretrain`: a `checkpoint` artifact with its manifest.
+
+A rerun into the same directory resumes it; that is refused when the config differs in anything
+but the keys of `RESUME_IGNORES` (workers, logging, checkpoint frequency, precision, ...).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lvdtool.artifacts.fingerprint import file_sha256
+from lvdtool.artifacts.manifest import MANIFEST_NAME, InputRef, Manifest, read_manifest
+from lvdtool.errors import ArtifactError, ConfigError
+from lvdtool.train.config import RESUME_IGNORES
+
+STAGE = "pretrain"
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for key, child in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), child, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Keys whose values differ, outside RESUME_IGNORES, as 'key: old -> new'."""
+    a, b = _flatten("", old, {}), _flatten("", new, {})
+    keys = sorted((set(a) | set(b)) - set(RESUME_IGNORES))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def prepare_run_dir(out: Path, resolved: dict[str, Any], overwrite: bool) -> None:
+    """Rank 0, before anything else: start fresh, or check that a resume uses the same config."""
+    manifest_path = out / MANIFEST_NAME
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if manifest_path.exists():
+        manifest = read_manifest(out)
+        if manifest.kind != "checkpoint" or manifest.stage != STAGE:
+            raise ArtifactError(f"{out}: holds a {manifest.kind} artifact of stage {manifest.stage}, not a pretrain run")
+        diffs = config_differences(manifest.config, resolved)
+        if diffs:
+            raise ConfigError(
+                f"{out}: this run was started with another config ({'; '.join(diffs[:3])}); "
+                "rerun with the same config to resume, or use --overwrite / another --out"
+            )
+    elif out.exists() and any(out.iterdir()):
+        raise ArtifactError(f"{out}: exists and is not a pretrain run directory (use --overwrite or another --out)")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def write_run_manifest(
+    out: Path,
+    resolved: dict[str, Any],
+    inputs: list[InputRef],
+    extra: dict[str, Any],
+    complete: bool = False,
+    backbone: Path | None = None,
+) -> Manifest:
+    """The manifest of the run; complete runs list the final backbone.pth as their one shard."""
+    shards = []
+    if backbone is not None and backbone.exists():
+        shards.append({"name": backbone.name, "rows": int(extra.get("iteration", 0)),
+                       "bytes": backbone.stat().st_size, "checksum": "sha256:" + file_sha256(backbone)})
+    manifest = Manifest(kind="checkpoint", stage=STAGE, config=resolved, inputs=inputs, shards=shards,
+                        extra=extra, complete=complete)
+    manifest.write(out)
+    return manifest
