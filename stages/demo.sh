@@ -46,6 +46,21 @@ lvd dedup --embeddings "$W/emb" --out "$W/dedup" --threshold 0.945 --k 16
 lvd curate --seed demo --pool "$W/emb" --selection "$W/dedup" --out "$W/curated" \
   seed_sets.demo.path="$W/seed_emb" retrieval.pool_clusters=8 seed_sets.demo.per_cluster=10 seed_sets.demo.min_seed_images=1
 
-# 6. probe: k-NN and linear probes of a frozen backbone on the labelled digits
-lvd probe --weights "$W/random_s14.pth" --train "$W/digits_train" --val "$W/digits_val" --out "$W/probe_random" resolution=56 linear.epochs=20
-echo "demo done: see $W/raw_grid.png, $W/dedup/, $W/curated/report/ and $W/probe_random/report.md"
+# 6. pretrain: a tiny ViT (patch 8, 32 px crops) with the DINOv2 recipe on the digits, about a minute on a CPU.
+#    Rerunning resumes from the newest checkpoint in the run directory.
+TINY="model.patch_size=8 model.img_size=32 crops.global_crops_size=32 crops.local_crops_size=16"
+lvd pretrain --arch vit_test --images "$W/digits_train" --out "$W/run" --iterations 300 --batch-size 32 --workers 2 \
+  $TINY optim.base_lr=0.03 optim.warmup_epochs=0.5 teacher.warmup_temp_epochs=1 train.log_every=25 checkpoint.every=100
+
+# 7. probe: k-NN and linear probes of the frozen backbone, trained vs the same network at random init
+$PY - "$W/random_test.pth" <<'PY'
+import sys, torch
+from lvdtool.models import build_backbone, save_backbone
+torch.manual_seed(0)
+save_backbone(build_backbone("vit_test", patch_size=8, img_size=32), sys.argv[1])
+PY
+for name in run/backbone random_test; do
+  lvd probe --weights "$W/$name.pth" --train "$W/digits_train" --val "$W/digits_val" --out "$W/probe_$(basename $name)" \
+    resolution=32 resize=32 linear.epochs=20
+done
+echo "demo done: see $W/raw_grid.png, $W/dedup/report, $W/curated/report/, $W/probe_backbone/report.md (trained) and $W/probe_random_test/report.md"

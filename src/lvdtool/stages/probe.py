@@ -61,6 +61,7 @@ class ProbeConfig:
     out: str = MISSING
     arch: str | None = None
     resolution: int = 224
+    resize: int | None = None
     batch_size: int = 64
     workers: int = 2
     device: str = "auto"
@@ -73,7 +74,8 @@ class ProbeConfig:
 def feature_sets(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The paper's four linear feature sets from one forward: CLS of the last 1 or 4 blocks, with or
     without the average-pooled patch tokens of the last block."""
-    layers = model.get_intermediate_layers(x, n=4, return_class_token=True)
+    # "cls4" is the last min(4, depth) blocks: tiny test models have fewer than 4
+    layers = model.get_intermediate_layers(x, n=min(4, len(model.blocks)), return_class_token=True)
     cls1 = layers[-1][1].float()
     cls4 = torch.cat([cls for _, cls in layers], dim=1).float()
     avg = layers[-1][0].float().mean(1)
@@ -95,7 +97,7 @@ def extract(model, art: ImagesArtifact, path: str, keys: set[str], cfg: ProbeCon
         data = torch.load(cache, weights_only=True)
         console.print(f"{what}: cached features from {cache}")
         return data["keys"], {k: v.float() for k, v in data["features"].items()}
-    loader = DataLoader(ShardBatches(path, art.shards, EvalTransform(cfg.resolution), cfg.batch_size, keys),
+    loader = DataLoader(ShardBatches(path, art.shards, EvalTransform(cfg.resolution, cfg.resize), cfg.batch_size, keys),
                         batch_size=None, num_workers=min(cfg.workers, len(art.shards)))
     out_keys: list[str] = []
     chunks: dict[str, list[torch.Tensor]] = {}
@@ -174,7 +176,7 @@ def run(cfg: ProbeConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     device = pick_device(cfg.device)
     model.to(device)
     weights_fp = file_fingerprint(cfg.weights)
-    tag = f"{weights_fp.split(':')[1][:12]}-r{cfg.resolution}"
+    tag = f"{weights_fp.split(':')[1][:12]}-r{cfg.resolution}-{cfg.resize or 'auto'}"
     started = time.perf_counter()
     tr_keys, tr_sets = extract(model, train_art, cfg.train, set(train_labels), cfg, device,
                                out / "_work" / f"train-{train_art.manifest.fingerprint[7:19]}-{tag}.pt", "train")
