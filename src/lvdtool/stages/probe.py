@@ -7,7 +7,6 @@ augmented protocol through the frozen backbone).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +24,12 @@ from lvdtool.config import compose_config
 from lvdtool.console import console, print_summary, progress
 from lvdtool.data.eval_transform import EvalTransform, normalize_batch
 from lvdtool.data.shard_images import ShardBatches
-from lvdtool.data.train_transform import RandomResizedCropFlip
 from lvdtool.errors import ArtifactError, ConfigError
 from lvdtool.eval.knn import knn_classify
-from lvdtool.eval.linear_probe import GridSGD, LinearGridHead, evaluate_linear_grid, grid_cross_entropy, train_linear_grid
+from lvdtool.eval.feature_sets import feature_sets
+from lvdtool.eval.linear_probe import train_linear_grid
+from lvdtool.eval.official_linear import train_linear_official
 from lvdtool.eval.metrics import markdown_table
-from lvdtool.eval.probe_optim import cosine_lr_factor
 from lvdtool.eval.probe_protocol import CACHED_LINEAR_PROTOCOL, OFFICIAL_LINEAR_PROTOCOL
 from lvdtool.models import describe_backbone, load_backbone
 from lvdtool.stages.embed import pick_device
@@ -71,17 +70,6 @@ class ProbeConfig:
     seed: int = 0
 
 
-def feature_sets(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The paper's four linear feature sets from one forward: CLS of the last 1 or 4 blocks, with or
-    without the average-pooled patch tokens of the last block."""
-    # "cls4" is the last min(4, depth) blocks: tiny test models have fewer than 4
-    layers = model.get_intermediate_layers(x, n=min(4, len(model.blocks)), return_class_token=True)
-    cls1 = layers[-1][1].float()
-    cls4 = torch.cat([cls for _, cls in layers], dim=1).float()
-    avg = layers[-1][0].float().mean(1)
-    return {"cls1": cls1, "cls1_avgpool": torch.cat([cls1, avg], 1), "cls4": cls4, "cls4_avgpool": torch.cat([cls4, avg], 1)}
-
-
 def _labels(art: ImagesArtifact, path: str) -> dict[str, str]:
     index = art.read_index(columns=["key", "status", "label"]).to_pylist()
     labels = {r["key"]: r["label"] for r in index if r["status"] == "ok"}
@@ -120,47 +108,6 @@ def extract(model, art: ImagesArtifact, path: str, keys: set[str], cfg: ProbeCon
     return out_keys, {k: v.float() for k, v in feats.items()}
 
 
-def official_linear(model, art, path, keys, labels_of, classes, cfg: ProbeConfig, device, val_sets, val_y):
-    """The paper's protocol: augmented crops through the frozen backbone, all classifiers at once."""
-    dims = {k: v.shape[1] for k, v in val_sets.items()}
-    head = LinearGridHead(dims, len(classes), cfg.linear.lrs, seed=cfg.seed).to(device)
-    scale = cfg.linear.official_batch_size / 256
-    opt = GridSGD(head.parameters(), [lr * scale for lr in cfg.linear.lrs], momentum=0.9)
-    total = cfg.linear.iterations
-    it = 0
-    epoch = 0
-    with progress() as bar:
-        task = bar.add_task("probe linear (official protocol)", total=total)
-        while it < total:
-            transform = RandomResizedCropFlip(cfg.resolution, seed=cfg.seed * 7919 + epoch)
-            loader = DataLoader(ShardBatches(path, art.shards, transform, cfg.linear.official_batch_size, keys),
-                                batch_size=None, num_workers=min(cfg.workers, len(art.shards)))
-            for batch in loader:
-                if batch["images"] is None or it >= total:
-                    continue
-                x = normalize_batch(batch["images"].to(device))
-                y = torch.tensor([classes[labels_of[k]] for k in batch["keys"]], device=device)
-                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    sets = feature_sets(model, x)
-                for group in opt.param_groups:
-                    group["lr"] = cosine_lr_factor(it, total)
-                loss = grid_cross_entropy(head({k: v.float() for k, v in sets.items()}), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                it += 1
-                bar.advance(task)
-            epoch += 1
-    acc = evaluate_linear_grid(head, {k: v.to(device) for k, v in val_sets.items()}, val_y.to(device))
-    table = []
-    for name in head.feature_names:
-        for i, lr in enumerate(cfg.linear.lrs):
-            table.append({"features": name, "lr": lr, "lr_scaled": lr * scale, "top1": float(acc[name][1][i]),
-                          "top5": float(acc[name][5][i])})
-    best = max(table, key=lambda r: r["top1"])
-    return table, best
-
-
 def run(cfg: ProbeConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     if cfg.protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={cfg.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
@@ -192,7 +139,11 @@ def run(cfg: ProbeConfig, resolved: dict[str, Any]) -> dict[str, Any]:
         table, best, protocol = result.table, result.best, CACHED_LINEAR_PROTOCOL.as_dict()
         protocol.update(iterations=result.iterations, batch_size=result.batch_size)
     else:
-        table, best = official_linear(model, train_art, cfg.train, set(train_labels), train_labels, classes, cfg, device, va_sets, va_y)
+        class_of = {k: classes[v] for k, v in train_labels.items()}
+        table, best = train_linear_official(
+            model, cfg.train, train_art.shards, class_of, len(classes), va_sets, va_y, lrs=cfg.linear.lrs,
+            iterations=cfg.linear.iterations, batch_size=cfg.linear.official_batch_size, resolution=cfg.resolution,
+            workers=cfg.workers, seed=cfg.seed, device=device)
         protocol = OFFICIAL_LINEAR_PROTOCOL.as_dict()
         protocol.update(iterations=cfg.linear.iterations, batch_size=cfg.linear.official_batch_size)
     identity = describe_backbone(model)
