@@ -5,7 +5,7 @@ from a separate server process on 127.0.0.1, runs `lvd crawl-ingest` on the URL 
 an img2dataset executable is given (installed in its own venv), runs it on the same list in the
 same session and prints the ratio.
 
-    python benchmarks/ingest.py --n 2000 [--img2dataset /tmp/i2d/bin/img2dataset] [--threads 32]
+    python benchmarks/ingest.py --n 2000 [--img2dataset /tmp/i2d/bin/img2dataset] [--threads 32] [--processes 2]
 """
 from __future__ import annotations
 
@@ -65,6 +65,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=32)
+    ap.add_argument("--shard-size", type=int, default=None, help="records per shard for both tools (default n / (4 x processes))")
+    ap.add_argument("--processes", type=int, default=2, help="lvd local processes and img2dataset processes_count")
     ap.add_argument("--img2dataset", default=None, help="path to an img2dataset executable (own venv)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -82,21 +84,25 @@ def main() -> None:
         lvd = str(Path(sys.executable).with_name("lvd"))
         env = {**os.environ, "LVD_QUIET": "1"}
         rows = []
-        t = timed([lvd, "crawl-ingest", "--urls", str(urls), "--out", str(work / "lvd"), "--allow-private-network",
-                   "--threads", str(args.threads), "--shard-size", "1000"], env)
-        rows.append(("lvd crawl-ingest (max side 512, q95, dedup)", t))
-        if args.img2dataset:
-            t = timed([args.img2dataset, "--url_list", str(urls), "--output_folder", str(work / "i2d"), "--output_format",
-                       "webdataset", "--input_format", "txt", "--image_size", "512", "--resize_mode", "keep_ratio",
-                       "--resize_only_if_bigger", "True", "--processes_count", "1", "--thread_count", str(args.threads),
-                       "--encode_quality", "95", "--number_sample_per_shard", "1000"])
-            rows.append(("img2dataset (keep_ratio 512, q95, 1 process)", t))
-        print(f"\n{args.n} images, {os.cpu_count()} cores, threads={args.threads}")
+        shard = args.shard_size or max(1, args.n // (4 * args.processes))  # several shards per process
+        for procs in sorted({1, args.processes}):
+            t = timed([lvd, "crawl-ingest", "--urls", str(urls), "--out", str(work / f"lvd{procs}"), "--allow-private-network",
+                       "--threads", str(args.threads), "--shard-size", str(shard), "--processes", str(procs)], env)
+            rows.append((f"lvd crawl-ingest, {procs} process(es)", t))
+            if args.img2dataset:
+                t = timed([args.img2dataset, "--url_list", str(urls), "--output_folder", str(work / f"i2d{procs}"),
+                           "--output_format", "webdataset", "--input_format", "txt", "--image_size", "512",
+                           "--resize_mode", "keep_ratio", "--resize_only_if_bigger", "True", "--processes_count",
+                           str(procs), "--thread_count", str(args.threads), "--encode_quality", "95",
+                           "--number_sample_per_shard", str(shard)])
+                rows.append((f"img2dataset, {procs} process(es)", t))
+        print(f"\n{args.n} images, {os.cpu_count()} cores, threads={args.threads}, shard size {shard}")
         print(f"{'tool':48s} {'seconds':>8s} {'images/s':>9s}")
         for name, t in rows:
             print(f"{name:48s} {t:8.1f} {args.n / t:9.1f}")
-        if len(rows) == 2:
-            print(f"ratio lvd / img2dataset images/s: {rows[1][1] / rows[0][1]:.2f}")
+        if args.img2dataset:
+            for i in range(0, len(rows), 2):
+                print(f"ratio lvd / img2dataset images/s ({rows[i][0].split(', ')[1]}): {rows[i + 1][1] / rows[i][1]:.2f}")
     finally:
         server.terminate()
         if not args.keep:

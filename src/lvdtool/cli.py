@@ -49,7 +49,8 @@ def crawl_ingest(
     out: Path = typer.Option(..., "--out", help="Output images artifact directory."),
     label_from_dir: Optional[bool] = typer.Option(None, "--label-from-dir", help="Parent folder name is the label (ImageFolder)."),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="Input records per shard."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Concurrent fetch/decode threads."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Concurrent fetch/decode threads per process."),
+    processes: Optional[int] = typer.Option(None, "--processes", help="Local processes (each takes a share of the shards)."),
     allow_private_network: Optional[bool] = typer.Option(None, "--allow-private-network", help="Allow URLs resolving to loopback/private addresses."),
     keep_original: Optional[bool] = typer.Option(None, "--keep-original", help="Store original JPEG/PNG/WebP bytes when within limits."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing output directory first."),
@@ -66,6 +67,7 @@ def crawl_ingest(
             "out": str(out),
             "shard_size": shard_size,
             "threads": threads,
+            "processes": processes,
             "fetch.allow_private_network": allow_private_network,
             "process.keep_original": keep_original,
         }

@@ -133,6 +133,19 @@ def test_two_ranks_write_one_complete_manifest(tmp_path, web):
     assert _keys_status(out) == _keys_status(ref)
 
 
+def test_local_processes_equal_one_process(tmp_path, web):
+    base, _, _ = web
+    urls = _write_urls(tmp_path / "urls.txt", base, [f"/scene{i}.jpg" for i in range(12)] + ["/astronaut.jpg"] * 2)
+    args = ["crawl-ingest", "--urls", str(urls), "--allow-private-network", "--shard-size", "3", *FAST]
+    lvd(*args, "--out", str(tmp_path / "one"))
+    lvd(*args, "--out", str(tmp_path / "three"), "--processes", "3")
+    m = read_manifest(tmp_path / "three")
+    assert m.complete and len(m.shards) == 5 and m.stats["duplicates"]["exact"] == 1
+    assert _keys_status(tmp_path / "three") == _keys_status(tmp_path / "one")
+    assert _tar_digests(tmp_path / "three") == _tar_digests(tmp_path / "one")
+    assert not list((tmp_path / "three").glob(".finalize-*.lock"))[1:], "one launch, one finalize lock"
+
+
 def test_directory_ingest_with_labels_and_inspect_grid(tmp_path, photos):
     root = tmp_path / "imagenet" / "train"
     for label, names in {"cat": ["chelsea"], "space": ["astronaut", "rocket"], "food": ["coffee"]}.items():

@@ -20,10 +20,12 @@ from omegaconf import MISSING
 
 from lvdtool.artifacts.fingerprint import directory_fingerprint, file_fingerprint
 from lvdtool.artifacts.images import ImageShardWriter, index_table
-from lvdtool.artifacts.manifest import InputRef
+from lvdtool.artifacts.manifest import InputRef, read_manifest
+from lvdtool.artifacts.ranks import RankInfo, rank_info
 from lvdtool.artifacts.sharded_output import WORK_DIR, ShardedOutput, ShardRecord, shard_name
 from lvdtool.artifacts.stats import count
 from lvdtool.concurrency import ordered_map
+from lvdtool.local_processes import fan_out
 from lvdtool.config import compose_config
 from lvdtool.console import console, print_summary, progress
 from lvdtool.errors import ConfigError, InputError
@@ -75,6 +77,7 @@ class CrawlIngestConfig:
     inputs: InputsConfig = field(default_factory=InputsConfig)
     shard_size: int = 10000
     threads: int = 32
+    processes: int = 1
     verify: str = "size"
     fetch: FetchConfig = field(default_factory=FetchConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
@@ -277,22 +280,18 @@ def finalize_dedup(out: ShardedOutput, cfg: CrawlIngestConfig, records: list[Sha
 
 
 # ---------------------------------------------------------------- entry point
-def run(cfg: CrawlIngestConfig, resolved: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
-    if cfg.shard_size < 1 or cfg.threads < 1:
-        raise ConfigError("shard_size and threads must be at least 1")
-    if cfg.verify not in ("size", "full"):
-        raise ConfigError(f"verify={cfg.verify!r}: expected size or full")
-    refs = _input_refs(cfg)
-    # Worker count does not change the output, so a rerun may use another one.
-    out = ShardedOutput(cfg.out, kind="images", stage="crawl-ingest", config=resolved, inputs=refs,
-                        overwrite=overwrite, resume_ignores=("threads", "verify"))
-    if out.already_complete:
-        console.print(f"{cfg.out}: already complete, nothing to do")
-        return out.manifest.stats
+def _output(cfg: CrawlIngestConfig, resolved: dict[str, Any], refs: list[InputRef], ranks: RankInfo,
+            overwrite: bool = False) -> ShardedOutput:
+    # Worker and process counts do not change the output, so a rerun may use other ones.
+    return ShardedOutput(cfg.out, kind="images", stage="crawl-ingest", config=resolved, inputs=refs,
+                         overwrite=overwrite, ranks=ranks, resume_ignores=("threads", "processes", "verify"))
+
+
+def ingest_shards(cfg: CrawlIngestConfig, resolved: dict[str, Any], refs: list[InputRef], ranks: RankInfo) -> dict[str, Any]:
+    """One rank's work: its unfinished shards, then the final manifest if it is the last to finish."""
+    out = _output(cfg, resolved, refs, ranks)
     processor = RecordProcessor(cfg)
-    started = time.perf_counter()
-    done_here = skipped = 0
-    n_shards = 0
+    done_here = skipped = n_shards = 0
     with progress() as bar:
         task = bar.add_task(f"crawl-ingest rank {out.ranks.rank}/{out.ranks.world_size}", total=None)
         for index, records in iter_shards(iter_records(cfg), cfg.shard_size):
@@ -304,23 +303,42 @@ def run(cfg: CrawlIngestConfig, resolved: dict[str, Any], overwrite: bool = Fals
                 continue
             write_shard(out, index, records, processor, cfg, bar, task)
             done_here += 1
-    names = [shard_name(i) for i in range(n_shards)]
     if n_shards == 0:
         raise InputError("the inputs hold no records (empty URL lists or folders without images)")
-    finalized = out.try_finalize(names, finalize=lambda recs: finalize_dedup(out, cfg, recs))
-    elapsed = time.perf_counter() - started
-    summary: dict[str, Any] = {
-        "shards": f"{done_here} written, {skipped} already done, {n_shards} in total",
-        "seconds": round(elapsed, 1),
-    }
-    if finalized:
-        summary["status"] = out.manifest.stats.get("status", {})
-        summary["duplicates"] = out.manifest.stats.get("duplicates", {})
+    names = [shard_name(i) for i in range(n_shards)]
+    out.try_finalize(names, finalize=lambda recs: finalize_dedup(out, cfg, recs))
+    return {"written": done_here, "skipped": skipped, "total": n_shards}
+
+
+def run(cfg: CrawlIngestConfig, resolved: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
+    if cfg.shard_size < 1 or cfg.threads < 1 or cfg.processes < 1:
+        raise ConfigError("shard_size, threads and processes must be at least 1")
+    if cfg.verify not in ("size", "full"):
+        raise ConfigError(f"verify={cfg.verify!r}: expected size or full")
+    refs = _input_refs(cfg)
+    ranks = rank_info()
+    out = _output(cfg, resolved, refs, ranks, overwrite=overwrite)  # config check, overwrite, stale temps
+    if out.already_complete:
+        console.print(f"{cfg.out}: already complete, nothing to do")
+        return out.manifest.stats
+    started = time.perf_counter()
+    if cfg.processes > 1:
+        console.print(f"crawl-ingest: {cfg.processes} local processes x {cfg.threads} threads")
+        fan_out(ingest_shards, (cfg, resolved, refs), cfg.processes, ranks)
+        shards = "split over local processes"
+    else:
+        counts = ingest_shards(cfg, resolved, refs, ranks)
+        shards = f"{counts['written']} written, {counts['skipped']} already done, {counts['total']} in total"
+    manifest = read_manifest(cfg.out)
+    summary: dict[str, Any] = {"shards": shards, "seconds": round(time.perf_counter() - started, 1)}
+    if manifest.complete:
+        summary["status"] = manifest.stats.get("status", {})
+        summary["duplicates"] = manifest.stats.get("duplicates", {})
         summary["manifest"] = str(Path(cfg.out) / "manifest.json")
     else:
         summary["manifest"] = "not yet: other ranks still have shards to finish"
     print_summary(f"crawl-ingest -> {cfg.out}", summary)
-    return out.manifest.stats
+    return manifest.stats
 
 
 def main(overrides: list[str], overwrite: bool = False) -> dict[str, Any]:
