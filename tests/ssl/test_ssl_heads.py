@@ -35,14 +35,26 @@ def test_logits_are_cosines_with_unit_prototypes():
     assert head(x).abs().max() <= 1.0 + 1e-6
 
 
-def test_prototype_norm_is_fixed_to_one():
+@pytest.mark.parametrize("gain", ["trainable", "fixed"])
+def test_prototype_direction_not_scale_of_weight_v_matters(gain):
     torch.manual_seed(0)
-    head = DinoHead(in_dim=8, out_dim=7, hidden_dim=16, bottleneck_dim=5)
+    head = DinoHead(in_dim=8, out_dim=7, hidden_dim=16, bottleneck_dim=5, prototype_gain=gain)
     x = torch.randn(3, 8)
     before = head(x)
     with torch.no_grad():
         head.last_layer.weight_v.mul_(torch.linspace(0.5, 4.0, 7).unsqueeze(1))
     torch.testing.assert_close(head(x), before)
+
+
+def test_trainable_gain_scales_each_prototype_logit():
+    torch.manual_seed(0)
+    head = DinoHead(in_dim=8, out_dim=7, hidden_dim=16, bottleneck_dim=5)
+    x = torch.randn(3, 8)
+    before = head(x)
+    gains = torch.linspace(0.5, 4.0, 7).unsqueeze(1)
+    with torch.no_grad():
+        head.last_layer.weight_g.copy_(gains)
+    torch.testing.assert_close(head(x), before * gains.t())
 
 
 def test_init_and_parameter_names():
@@ -54,10 +66,16 @@ def test_init_and_parameter_names():
             assert abs(m.weight.std().item() - 0.02) < 0.002
             assert abs(m.weight.mean().item()) < 0.002
     names = [n for n, _ in head.named_parameters()]
-    assert "last_layer.weight_v" in names
     frozen = [n for n in names if is_last_layer_param(n)]
-    assert frozen == ["last_layer.weight_v"]
+    assert frozen == ["last_layer.weight_v", "last_layer.weight_g"]
     assert not any(p.ndim == 1 for n, p in head.named_parameters() if n.startswith("last_layer"))  # no bias
+    # prototypes keep nn.Linear's init, uniform(+-1/sqrt(in)), not the MLP's trunc-normal 0.02
+    v, bound = head.last_layer.weight_v, 1 / math.sqrt(128)
+    assert v.abs().max() <= bound and abs(v.std().item() - bound / math.sqrt(3)) < 0.05 * bound
+    assert torch.equal(head.last_layer.weight_g, torch.ones(512, 1)) and head.last_layer.weight_g.requires_grad
+    fixed = DinoHead(in_dim=64, out_dim=512, hidden_dim=256, bottleneck_dim=128, prototype_gain="fixed",
+                     prototype_init="trunc_normal")
+    assert fixed.last_layer.weight_g is None and abs(fixed.last_layer.weight_v.std().item() - 0.02) < 0.002
 
 
 def test_gradients_reach_all_parameters():

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from lvdtool.ssl.collapse_stats import STAT_NAMES
+
 from lvdtool.data.augment import collate_multicrop
 from lvdtool.models import build_backbone
 from lvdtool.ssl import HeadConfig, MetaArchConfig, SSLMetaArch
@@ -42,8 +44,9 @@ def test_one_step_finite_losses_student_only_gradients_and_ema(config):
     assert batch["n_masked_patches"] > 0
     teacher_before = params(meta.teacher)
     losses = meta(batch, teacher_temp=0.04)
-    assert set(losses) == set(LOSSES)
+    assert set(losses) == set(LOSSES) | set(STAT_NAMES)
     assert all(torch.isfinite(losses[k]) for k in LOSSES)
+    assert all(not losses[k].requires_grad and losses[k].ndim == 0 for k in STAT_NAMES)
     assert losses["loss"].requires_grad and not losses["dino"].requires_grad
     expected_total = losses["dino"] + losses["ibot"] + 0.1 * losses["koleo"]
     assert torch.allclose(losses["loss"].detach(), expected_total)
@@ -52,6 +55,7 @@ def test_one_step_finite_losses_student_only_gradients_and_ema(config):
     assert all(not p.requires_grad for p in meta.teacher.parameters())
     with_grad = [n for n, p in meta.student.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
     assert "backbone.blocks.1.attn.qkv.weight" in with_grad and "dino_head.last_layer.weight_v" in with_grad
+    assert "dino_head.last_layer.weight_g" in with_grad  # the prototype gain trains (DINOv2)
     if config:
         assert "ibot_head.last_layer.weight_v" in with_grad
     torch.optim.SGD(meta.student.parameters(), lr=0.1).step()

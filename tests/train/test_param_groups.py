@@ -26,17 +26,25 @@ def rules_by_name(net: SSLNetwork, decay: float = 0.9, patch_mult: float = 0.2) 
     return {name: g.rule for g in groups for name in g.names}
 
 
-def test_no_weight_decay_on_biases_norms_gammas_tokens():
-    rules = rules_by_name(network())
+TOKENS = ("backbone.cls_token", "backbone.pos_embed", "backbone.register_tokens", "backbone.mask_token")
+
+
+@pytest.mark.parametrize("decay_tokens", [True, False])
+def test_no_weight_decay_on_biases_norms_gammas(decay_tokens):
+    net = network()
+    groups = build_param_groups(net.named_parameters(), DEPTH, 0.9, 0.2, decay_tokens=decay_tokens)
+    rules = {name: g.rule for g in groups for name in g.names}
     no_decay = {n for n, r in rules.items() if r.wd_multiplier == 0.0}
-    for name in ("backbone.cls_token", "backbone.pos_embed", "backbone.register_tokens", "backbone.mask_token",
-                 "backbone.norm.weight", "backbone.norm.bias", "backbone.blocks.0.norm1.weight",
+    for name in ("backbone.norm.weight", "backbone.norm.bias", "backbone.blocks.0.norm1.weight",
                  "backbone.blocks.1.ls1.gamma", "backbone.blocks.2.ls2.gamma", "backbone.blocks.0.attn.qkv.bias",
                  "backbone.patch_embed.proj.bias", "dino_head.mlp.0.bias"):
         assert name in no_decay, name
     for name in ("backbone.patch_embed.proj.weight", "backbone.blocks.0.attn.qkv.weight",
-                 "backbone.blocks.2.mlp.fc2.weight", "dino_head.mlp.0.weight", "dino_head.last_layer.weight_v"):
+                 "backbone.blocks.2.mlp.fc2.weight", "dino_head.mlp.0.weight", "dino_head.last_layer.weight_v",
+                 "dino_head.last_layer.weight_g"):
         assert rules[name].wd_multiplier == 1.0, name
+    for name in TOKENS:  # the official rule decays tokens and the position embedding
+        assert rules[name].wd_multiplier == (1.0 if decay_tokens else 0.0), name
 
 
 def test_layer_ids_and_lr_multipliers():
@@ -54,8 +62,8 @@ def test_layer_ids_and_lr_multipliers():
     assert rules["backbone.patch_embed.proj.weight"].lr_multiplier == pytest.approx(0.2 * decay ** (DEPTH + 1))
     assert rules["backbone.blocks.1.attn.proj.weight"].lr_multiplier == pytest.approx(decay ** (DEPTH - 1))
     assert rules["dino_head.mlp.2.weight"].lr_multiplier == pytest.approx(1.0)
-    assert {n for n, r in rules.items() if r.is_last_layer} == {"dino_head.last_layer.weight_v",
-                                                                "ibot_head.last_layer.weight_v"}
+    assert {n for n, r in rules.items() if r.is_last_layer} == {
+        f"{head}.last_layer.{p}" for head in ("dino_head", "ibot_head") for p in ("weight_v", "weight_g")}
 
 
 def test_every_trainable_parameter_is_in_exactly_one_group():

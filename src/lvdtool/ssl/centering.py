@@ -36,6 +36,9 @@ def _check_logits(logits: torch.Tensor, n_valid_rows: int | None, where: str) ->
     return n_valid
 
 
+CENTER_INITS = ("zeros", "first_batch")
+
+
 class SoftmaxCenter(nn.Module):
     """Softmax centering: probs = softmax((t - center) / temp), center <- EMA of batch means.
 
@@ -43,16 +46,37 @@ class SoftmaxCenter(nn.Module):
     probabilities of a step use the centre from earlier steps only, as in the official code
     (which defers the reduction; here it is synchronous). The batch mean is the global mean
     over the valid rows of all ranks.
+
+    `init`: "zeros" (the official behaviour) starts the centre at 0, so the first targets are the
+    raw teacher logits sharpened (the same sharp target for every image when the freshly
+    initialised teacher is nearly image-independent); "first_batch" sets the centre to the first
+    batch's mean before that batch's targets are computed (`initialized` records it, and travels
+    with checkpoints).
     """
 
     center: torch.Tensor
+    initialized: torch.Tensor
 
-    def __init__(self, dim: int, momentum: float = 0.9) -> None:
+    def __init__(self, dim: int, momentum: float = 0.9, init: str = "zeros") -> None:
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise InputError(f"SoftmaxCenter: momentum must be in [0, 1], got {momentum}")
+        if init not in CENTER_INITS:
+            raise InputError(f"SoftmaxCenter: init must be one of {', '.join(CENTER_INITS)}, got {init!r}")
         self.momentum = momentum
+        self.init = init
         self.register_buffer("center", torch.zeros(1, dim, dtype=torch.float32))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def batch_center(self, teacher_logits: torch.Tensor, n_valid_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean over the valid rows of all ranks [1, K], their count) with one reduction."""
+        n_valid = _check_logits(teacher_logits, n_valid_rows, "SoftmaxCenter")
+        valid = teacher_logits[:n_valid].float()
+        stats = torch.cat([valid.sum(dim=0), valid.new_tensor([float(n_valid)])])
+        _all_reduce_(stats)
+        count = stats[-1]
+        return (stats[:-1] / count.clamp(min=1.0)).unsqueeze(0), count
 
     @torch.no_grad()
     def softmax(self, teacher_logits: torch.Tensor, temp: float, n_valid_rows: int | None = None) -> torch.Tensor:
@@ -65,21 +89,22 @@ class SoftmaxCenter(nn.Module):
 
     @torch.no_grad()
     def update(self, teacher_logits: torch.Tensor, n_valid_rows: int | None = None) -> None:
-        n_valid = _check_logits(teacher_logits, n_valid_rows, "SoftmaxCenter.update")
-        valid = teacher_logits[:n_valid].float()
-        # One reduction carries the row sum and the row count.
-        stats = torch.cat([valid.sum(dim=0), valid.new_tensor([float(n_valid)])])
-        _all_reduce_(stats)
-        count = stats[-1]
-        batch_center = (stats[:-1] / count.clamp(min=1.0)).unsqueeze(0)
+        self._update(*self.batch_center(teacher_logits, n_valid_rows))
+
+    def _update(self, batch_center: torch.Tensor, count: torch.Tensor) -> None:
         updated = self.center * self.momentum + batch_center * (1.0 - self.momentum)
         # No valid row anywhere: keep the centre (decided on device, without a host sync).
         self.center.copy_(torch.where(count > 0, updated, self.center))
 
     @torch.no_grad()
     def forward(self, teacher_logits: torch.Tensor, temp: float, n_valid_rows: int | None = None) -> torch.Tensor:
+        batch_center, count = self.batch_center(teacher_logits, n_valid_rows)
+        if self.init == "first_batch":
+            first = ~self.initialized & (count > 0)
+            self.center.copy_(torch.where(first, batch_center, self.center))
+            self.initialized.logical_or_(count > 0)
         probs = self.softmax(teacher_logits, temp, n_valid_rows)
-        self.update(teacher_logits, n_valid_rows)
+        self._update(batch_center, count)
         return probs
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,19 +20,36 @@ def _normalize_eps(dtype: torch.dtype) -> float:
     return 1e-6 if dtype == torch.float16 else 1e-12
 
 
-class NormalizedPrototypes(nn.Module):
-    """Linear map to K prototypes whose weight rows are unit-normalised at every call.
+PROTOTYPE_GAINS = ("trainable", "fixed")
+PROTOTYPE_INITS = ("default", "trunc_normal")
 
-    This is weight normalisation with the gain fixed to 1, written as a plain parameter
-    (`weight_v`, the official checkpoint key) normalised in `forward`, so it needs no
-    `torch.nn.utils.weight_norm` hooks and works unchanged when FSDP2 shards `weight_v`
-    (the full weight is gathered before `forward`). No bias.
+
+class NormalizedPrototypes(nn.Module):
+    """Weight-normalised linear map to K prototypes, no bias: w_k = g_k * v_k / ||v_k||.
+
+    Written as plain parameters normalised in `forward` (the official checkpoint keys `weight_v`
+    and `weight_g`), so it needs no `torch.nn.utils.weight_norm` hooks and works unchanged when
+    FSDP2 shards them (the full weight is gathered before `forward`).
+
+    gain: "trainable" (DINOv2: `weight_g` [K, 1] starts at 1, trains, and is weight-decayed like
+      any matrix) or "fixed" (DINO v1's `norm_last_layer`: unit prototypes, no `weight_g`).
+    init: "default" (DINOv2: PyTorch's default Linear init, uniform(+-1/sqrt(in_dim)), because the
+      official head applies its trunc-normal init before it creates the prototype layer) or
+      "trunc_normal" (std 0.02, like the MLP).
     """
 
-    def __init__(self, in_dim: int, n_prototypes: int) -> None:
+    def __init__(self, in_dim: int, n_prototypes: int, gain: str = "trainable", init: str = "default") -> None:
         super().__init__()
+        if gain not in PROTOTYPE_GAINS:
+            raise ConfigError(f"prototype gain {gain!r}: expected one of {', '.join(PROTOTYPE_GAINS)}")
+        if init not in PROTOTYPE_INITS:
+            raise ConfigError(f"prototype init {init!r}: expected one of {', '.join(PROTOTYPE_INITS)}")
         self.weight_v = nn.Parameter(torch.empty(n_prototypes, in_dim))
-        nn.init.trunc_normal_(self.weight_v, std=0.02)
+        if init == "default":
+            nn.init.kaiming_uniform_(self.weight_v, a=math.sqrt(5))  # nn.Linear's own init
+        else:
+            nn.init.trunc_normal_(self.weight_v, std=0.02)
+        self.weight_g = nn.Parameter(torch.ones(n_prototypes, 1)) if gain == "trainable" else None
 
     @property
     def in_dim(self) -> int:
@@ -42,7 +61,8 @@ class NormalizedPrototypes(nn.Module):
 
     def normalized_weight(self) -> torch.Tensor:
         w = self.weight_v
-        return F.normalize(w, dim=1, eps=_normalize_eps(w.dtype))
+        unit = F.normalize(w, dim=1, eps=_normalize_eps(w.dtype))
+        return unit if self.weight_g is None else unit * self.weight_g
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.normalized_weight())
@@ -62,7 +82,8 @@ class DinoHead(nn.Module):
     """Projection head used for both the DINO (CLS) and iBOT (patch) objectives.
 
     `mlp` (in -> hidden -> ... -> bottleneck, GELU between, no norm) -> L2-normalise ->
-    `last_layer` (unit-norm prototypes, no bias). Returns logits [..., out_dim].
+    `last_layer` (weight-normalised prototypes, no bias; see `NormalizedPrototypes` for the gain
+    and init choices). Returns logits [..., out_dim].
     """
 
     def __init__(
@@ -73,6 +94,8 @@ class DinoHead(nn.Module):
         bottleneck_dim: int = 256,
         nlayers: int = 3,
         mlp_bias: bool = True,
+        prototype_gain: str = "trainable",
+        prototype_init: str = "default",
     ) -> None:
         super().__init__()
         if nlayers < 1:
@@ -82,8 +105,9 @@ class DinoHead(nn.Module):
             if value < 1:
                 raise ConfigError(f"DinoHead: {key} must be >= 1, got {value}")
         self.mlp = _build_mlp(in_dim, hidden_dim, bottleneck_dim, nlayers, mlp_bias)
-        self.last_layer = NormalizedPrototypes(bottleneck_dim, out_dim)
         self.reset_mlp_parameters()
+        # Created after the MLP's init, in the official order: the same seed gives the same head.
+        self.last_layer = NormalizedPrototypes(bottleneck_dim, out_dim, prototype_gain, prototype_init)
 
     def reset_mlp_parameters(self) -> None:
         for module in self.mlp.modules():

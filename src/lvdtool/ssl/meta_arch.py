@@ -17,6 +17,7 @@ from torch import nn
 
 from lvdtool.errors import ConfigError, InputError
 from lvdtool.ssl.centering import SoftmaxCenter, sinkhorn_knopp
+from lvdtool.ssl.collapse_stats import collapse_stats
 from lvdtool.ssl.dino_loss import dino_loss
 from lvdtool.ssl.ema import ema_update_
 from lvdtool.ssl.heads import DinoHead
@@ -35,9 +36,12 @@ class HeadConfig:
     hidden_dim: int = 2048
     bottleneck_dim: int = 256
     nlayers: int = 3
+    prototype_gain: str = "trainable"  # trainable (DINOv2) | fixed (DINO v1 norm_last_layer)
+    prototype_init: str = "default"  # default (nn.Linear's, DINOv2) | trunc_normal (std 0.02)
 
     def build(self, in_dim: int) -> DinoHead:
-        return DinoHead(in_dim, self.prototypes, self.hidden_dim, self.bottleneck_dim, self.nlayers)
+        return DinoHead(in_dim, self.prototypes, self.hidden_dim, self.bottleneck_dim, self.nlayers,
+                        prototype_gain=self.prototype_gain, prototype_init=self.prototype_init)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class MetaArchConfig:
     ibot_head: HeadConfig | None = None
     centering: Centering = "softmax"
     center_momentum: float = 0.9
+    center_init: str = "zeros"  # zeros (official) | first_batch
     sinkhorn_iterations: int = 3
     student_temp: float = 0.1
     weights: SSLLossWeights = field(default_factory=SSLLossWeights)
@@ -117,8 +122,8 @@ class SSLMetaArch(nn.Module):
         self.ibot_center: SoftmaxCenter | None = None
         if config.centering == "softmax":
             ibot_dim = (config.ibot_head or config.dino_head).prototypes
-            self.dino_center = SoftmaxCenter(config.dino_head.prototypes, config.center_momentum)
-            self.ibot_center = SoftmaxCenter(ibot_dim, config.center_momentum)
+            self.dino_center = SoftmaxCenter(config.dino_head.prototypes, config.center_momentum, config.center_init)
+            self.ibot_center = SoftmaxCenter(ibot_dim, config.center_momentum, config.center_init)
 
     def load_backbone_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Continued pretraining: the same backbone weights in student and teacher (heads stay fresh)."""
@@ -139,7 +144,8 @@ class SSLMetaArch(nn.Module):
         return center(logits, temp, n_valid)
 
     def forward(self, batch: dict[str, Any], teacher_temp: float) -> dict[str, torch.Tensor]:
-        """Losses of one batch (see `collate_multicrop`): total "loss" (with graph) and components."""
+        """Losses of one batch (see `collate_multicrop`): total "loss" (with graph), components and
+        the collapse statistics of `lvdtool.ssl.collapse_stats` (detached)."""
         global_crops = batch["global_crops"]
         if global_crops.shape[0] % N_GLOBAL_CROPS:
             raise InputError(f"global_crops has {global_crops.shape[0]} rows, not a multiple of {N_GLOBAL_CROPS}")
@@ -159,7 +165,8 @@ class SSLMetaArch(nn.Module):
         )
         koleo = koleo_loss_per_view(student["cls_tokens"][:n_images], N_GLOBAL_CROPS)
         total = weights.total(dino=dino, ibot=ibot, koleo=koleo)
-        return {"loss": total, "dino": dino.detach(), "ibot": ibot.detach(), "koleo": koleo.detach()}
+        stats = collapse_stats(teacher["dino_logits"], teacher_dino, student["cls_tokens"][:n_images])
+        return {"loss": total, "dino": dino.detach(), "ibot": ibot.detach(), "koleo": koleo.detach(), **stats}
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:

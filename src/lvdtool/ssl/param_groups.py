@@ -5,8 +5,10 @@ Rules (DINOv2 recipe), for parameter names relative to an `SSLNetwork`:
   backbone block i, depth + 1 for everything else (final norm, heads);
   lr multiplier = layerwise_decay ** (depth + 1 - layer_id), times `patch_embed_lr_mult` for the
   patch embedding;
-- no weight decay for biases, 1-D parameters (norm weights, LayerScale gammas) and tokens /
-  position embedding;
+- no weight decay for biases and 1-D parameters (norm weights, LayerScale gammas); the CLS,
+  register and mask tokens and the position embedding are decayed, as the official rule does
+  (it exempts parameters by name: `.bias`, `norm`, `gamma`), unless `decay_tokens=False`; the
+  prototype gain `weight_g` ([K, 1]) is decayed, as there;
 - the heads' prototype layers (`last_layer`) are flagged: their lr follows the last-layer
   schedule (0 during the first epoch).
 """
@@ -41,11 +43,11 @@ def is_patch_embed(name: str) -> bool:
     return name.startswith(BACKBONE_PREFIX + "patch_embed.")
 
 
-def has_weight_decay(name: str, param: torch.Tensor) -> bool:
+def has_weight_decay(name: str, param: torch.Tensor, decay_tokens: bool = True) -> bool:
     leaf = name.split(".")[-1]
-    if name.endswith(".bias") or param.ndim <= 1 or leaf in TOKEN_NAMES:
+    if name.endswith(".bias") or param.ndim <= 1:
         return False
-    return True
+    return decay_tokens or leaf not in TOKEN_NAMES
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,16 @@ class ParamRule:
     is_last_layer: bool
 
 
-def param_rule(name: str, param: torch.Tensor, depth: int, layerwise_decay: float, patch_embed_lr_mult: float) -> ParamRule:
+def param_rule(
+    name: str, param: torch.Tensor, depth: int, layerwise_decay: float, patch_embed_lr_mult: float,
+    decay_tokens: bool = True,
+) -> ParamRule:
     lid = layer_id(name, depth)
     lr_mult = layerwise_decay ** (depth + 1 - lid)
     if is_patch_embed(name):
         lr_mult *= patch_embed_lr_mult
-    return ParamRule(lid, lr_mult, 1.0 if has_weight_decay(name, param) else 0.0, is_last_layer_param(name))
+    wd = 1.0 if has_weight_decay(name, param, decay_tokens) else 0.0
+    return ParamRule(lid, lr_mult, wd, is_last_layer_param(name))
 
 
 @dataclass
@@ -86,13 +92,14 @@ def build_param_groups(
     depth: int,
     layerwise_decay: float = 0.9,
     patch_embed_lr_mult: float = 0.2,
+    decay_tokens: bool = True,
 ) -> list[ParamGroup]:
     """Trainable parameters grouped by identical rule, in first-seen order (deterministic)."""
     groups: dict[ParamRule, ParamGroup] = {}
     for name, param in named_params:
         if not param.requires_grad:
             continue
-        rule = param_rule(name, param, depth, layerwise_decay, patch_embed_lr_mult)
+        rule = param_rule(name, param, depth, layerwise_decay, patch_embed_lr_mult, decay_tokens)
         group = groups.setdefault(rule, ParamGroup(rule))
         group.names.append(name)
         group.params.append(param)

@@ -10,7 +10,7 @@ import torch
 from lvdtool.artifacts.images import ImagesArtifact
 from lvdtool.artifacts.manifest import InputRef, input_ref
 from lvdtool.artifacts.selection import read_selection
-from lvdtool.data.augment import MultiCropAugment, MultiCropConfig
+from lvdtool.data.augment import ColorJitterConfig, MultiCropAugment, MultiCropConfig
 from lvdtool.data.pretrain_loader import ImageTable, PretrainBatches
 from lvdtool.errors import ConfigError
 from lvdtool.models import backbone_fingerprint, build_backbone, extract_backbone_state, read_weights
@@ -36,6 +36,10 @@ def multicrop_config(cfg: PretrainConfig) -> MultiCropConfig:
         global_crops_scale=tuple(crops.global_crops_scale),  # type: ignore[arg-type]
         local_crops_scale=tuple(crops.local_crops_scale),  # type: ignore[arg-type]
         blur_as_trained=crops.blur_as_trained,
+        blur_probs=tuple(crops.blur_probs),  # type: ignore[arg-type]
+        flip_prob=crops.flip_prob,
+        solarize_prob=crops.solarize_prob,
+        jitter=ColorJitterConfig(prob=crops.color_jitter_prob),
     )
 
 

@@ -42,9 +42,12 @@ class HeadSection:
     hidden_dim: int = 2048
     bottleneck_dim: int = 256
     nlayers: int = 3
+    prototype_gain: str = "trainable"  # trainable (DINOv2: weight_g trains, weight-decayed) | fixed (DINO v1)
+    prototype_init: str = "default"  # default (nn.Linear's init, DINOv2) | trunc_normal (std 0.02)
 
     def head_config(self) -> HeadConfig:
-        return HeadConfig(self.prototypes, self.hidden_dim, self.bottleneck_dim, self.nlayers)
+        return HeadConfig(self.prototypes, self.hidden_dim, self.bottleneck_dim, self.nlayers,
+                          self.prototype_gain, self.prototype_init)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class DinoSection(HeadSection):
     koleo_weight: float = 0.1
     centering: str = "softmax"  # softmax | sinkhorn_knopp (used for both objectives)
     center_momentum: float = 0.9
+    center_init: str = "zeros"  # zeros (official) | first_batch: the centre starts at the first batch's mean
     sinkhorn_iterations: int = 3
     student_temp: float = 0.1
 
@@ -85,6 +89,7 @@ class OptimSection:
     layerwise_decay: float = 0.9
     patch_embed_lr_mult: float = 0.2
     clip_grad: float = 3.0  # max total gradient norm; 0 disables clipping
+    token_weight_decay: bool = True  # decay CLS/register/mask tokens and pos_embed (true: the official rule)
     freeze_last_layer_epochs: float = 1.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
 
@@ -97,6 +102,10 @@ class CropsSection:
     global_crops_scale: list[float] = field(default_factory=lambda: [0.32, 1.0])
     local_crops_scale: list[float] = field(default_factory=lambda: [0.05, 0.32])
     blur_as_trained: bool = False  # true: the blur probabilities the released models had
+    blur_probs: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])  # global 1, global 2, local
+    flip_prob: float = 0.5  # horizontal flip (0 for data that is not mirror-invariant: text, digits)
+    solarize_prob: float = 0.2  # second global crop only
+    color_jitter_prob: float = 0.8
 
 
 @dataclass
@@ -115,6 +124,12 @@ class TrainSection:
     epoch_length: int | None = None  # iterations per epoch; null: images // global batch (1250: paper)
     seed: int = 0
     log_every: int = 10
+    # The collapse guard (lvdtool.train.collapse_guard): warn when, for collapse_window iterations,
+    # the DINO loss stays within collapse_tolerance of ln K or the teacher targets carry no image
+    # information; stop_on_collapse raises instead of only warning.
+    stop_on_collapse: bool = False
+    collapse_window: int | None = None  # iterations; null: 10% of the run, within [100, 2000]
+    collapse_tolerance: float = 0.01
 
 
 @dataclass
@@ -153,6 +168,7 @@ class PretrainConfig:
             ibot_head=self.ibot.head_config() if self.ibot.separate_head else None,
             centering=self.dino.centering,  # type: ignore[arg-type]
             center_momentum=self.dino.center_momentum,
+            center_init=self.dino.center_init,
             sinkhorn_iterations=self.dino.sinkhorn_iterations,
             student_temp=self.dino.student_temp,
             weights=SSLLossWeights(self.dino.loss_weight, self.ibot.loss_weight, self.dino.koleo_weight),
@@ -170,6 +186,18 @@ class PretrainConfig:
             raise bad("train.epochs", self.train.epochs, "must be > 0")
         if self.train.epoch_length is not None and self.train.epoch_length < 1:
             raise bad("train.epoch_length", self.train.epoch_length, "must be >= 1")
+        if self.train.collapse_window is not None and self.train.collapse_window < 1:
+            raise bad("train.collapse_window", self.train.collapse_window, "must be >= 1 (or null)")
+        if not 0 < self.train.collapse_tolerance < 1:
+            raise bad("train.collapse_tolerance", self.train.collapse_tolerance, "must be in (0, 1)")
+        if self.dino.center_init not in ("zeros", "first_batch"):
+            raise bad("dino.center_init", self.dino.center_init, "expected zeros or first_batch")
+        for key in ("dino", "ibot"):
+            head = getattr(self, key)
+            if head.prototype_gain not in ("trainable", "fixed"):
+                raise bad(f"{key}.prototype_gain", head.prototype_gain, "expected trainable or fixed")
+            if head.prototype_init not in ("default", "trunc_normal"):
+                raise bad(f"{key}.prototype_init", head.prototype_init, "expected default or trunc_normal")
         if self.train.log_every < 1:
             raise bad("train.log_every", self.train.log_every, "must be >= 1")
         if self.checkpoint.every < 1 or self.checkpoint.keep < 1:
@@ -191,6 +219,9 @@ RESUME_IGNORES = (
     "out",  # a run directory may be moved
     "data.workers",
     "train.log_every",
+    "train.stop_on_collapse",
+    "train.collapse_window",
+    "train.collapse_tolerance",
     "checkpoint.every",
     "checkpoint.keep",
     "parallel.device",

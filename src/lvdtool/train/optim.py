@@ -13,7 +13,8 @@ from lvdtool.train.config import OptimSection
 
 def build_optimizer(student: nn.Module, depth: int, cfg: OptimSection) -> torch.optim.AdamW:
     """AdamW (betas from the config) with DINOv2 param groups; lr and wd are set every step."""
-    groups = build_param_groups(student.named_parameters(), depth, cfg.layerwise_decay, cfg.patch_embed_lr_mult)
+    groups = build_param_groups(student.named_parameters(), depth, cfg.layerwise_decay, cfg.patch_embed_lr_mult,
+                                decay_tokens=cfg.token_weight_decay)
     if not groups:
         raise TrainingError("the student has no trainable parameters")
     betas = (float(cfg.betas[0]), float(cfg.betas[1]))
