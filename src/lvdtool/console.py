@@ -31,9 +31,15 @@ class RateColumn(TextColumn):
         return f"{speed:,.1f} it/s" if speed else "- it/s"
 
 
+def quiet() -> bool:
+    """LVD_QUIET=1: no progress output at all (tests, scripts that parse the output)."""
+    return os.environ.get("LVD_QUIET") == "1"
+
+
 def progress() -> Progress:
-    """A progress display: description, bar, n/total, %, items/s, elapsed, ETA."""
-    quiet = os.environ.get("LVD_QUIET") == "1" or not sys.stderr.isatty()
+    """A progress display: description, bar, n/total, %, items/s, elapsed, ETA (hidden when
+    stderr is not a terminal or LVD_QUIET=1)."""
+    hidden = quiet() or not sys.stderr.isatty()
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -44,7 +50,7 @@ def progress() -> Progress:
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=console,
-        disable=quiet,
+        disable=hidden,
         transient=False,
     )
 

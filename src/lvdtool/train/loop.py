@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lvdtool.console import console, progress
+from lvdtool.console import console, progress, quiet
 from lvdtool.data.pretrain_loader import build_pretrain_loader
 from lvdtool.data.sampler import STREAM_MODEL, DataCursor, derive_seed
 from lvdtool.errors import TrainingError
@@ -24,6 +24,7 @@ from lvdtool.models import describe_backbone
 from lvdtool.ssl.meta_arch import LOSS_NAMES
 from lvdtool.train.build import build_meta_arch, build_training_data, load_init_weights, step_shape
 from lvdtool.train.checkpoint import BACKBONE_NAME, CheckpointStore
+from lvdtool.train.collapse_guard import CollapseGuard, default_window, teacher_information
 from lvdtool.train.config import PretrainConfig
 from lvdtool.train.distributed import DistEnv, init_distributed
 from lvdtool.train.flops import device_peak_flops, pretrain_flops_per_image
@@ -103,6 +104,8 @@ class Pretrainer:
             self.store.load(self.resume_path, self.meta, self.optimizer)
             self.start = DataCursor.from_dict(resume_state["data"])
         self.schedules = build_run_schedules(self.plan, cfg)
+        self.guard = CollapseGuard(cfg.dino.prototypes, cfg.train.collapse_window or default_window(self.plan.total_iters),
+                                   cfg.train.collapse_tolerance)
         self.batch = cfg.train.batch_size_per_gpu
         self.global_batch = self.batch * env.world_size
         self.loader, self.sampler = build_pretrain_loader(
@@ -163,10 +166,24 @@ class Pretrainer:
 
     def step(self, iteration: int, batch: dict[str, Any]) -> dict[str, float]:
         torch.manual_seed(derive_seed(self.cfg.train.seed, STREAM_MODEL, iteration, self.env.rank))
-        return train_step(
+        logged = train_step(
             self.meta, self.optimizer, batch_to_device(batch, self.env.device), self.schedules.at(iteration),
             self.cfg.optim.clip_grad, lambda values: self._check_finite(iteration, values),
         )
+        logged["teacher_mi"] = teacher_information(logged)
+        self._watch_collapse(iteration, logged)
+        return logged
+
+    def _watch_collapse(self, iteration: int, logged: dict[str, float]) -> None:
+        # Every rank sees the same rank-averaged values, so every rank decides the same way.
+        warning = self.guard.observe(iteration, logged)
+        if warning is None:
+            return
+        if self.cfg.train.stop_on_collapse:
+            latest = self.store.latest()
+            kept = f"the last checkpoint is {latest}" if latest else "no checkpoint was written"
+            raise TrainingError(f"{warning}. Stopped (train.stop_on_collapse=true); {kept}")
+        self.say(f"[yellow]warning: {warning}[/yellow]", soft_wrap=True)
 
     def _save(self, iteration: int) -> None:
         cursor = self.sampler.order.cursor_at(iteration)
@@ -213,11 +230,16 @@ class Pretrainer:
             record["mfu"] = self.flops_per_image * rate / self.env.world_size / self.peak_flops
         self.metrics.write(record)
         mfu = f" mfu {record['mfu']:.1%}" if "mfu" in record else ""
-        bar.update(task, description=(
+        bar.update(task, description=(description := 
             f"loss {logged['loss']:.3f} (dino {logged['dino']:.3f} ibot {logged['ibot']:.3f} "
             f"koleo {logged['koleo']:.3f}) lr {logged['lr']:.2e} m {logged['momentum']:.4f} "
-            f"T {logged['teacher_temp']:.3f} {rate:.1f} img/s{mfu}"
+            f"T {logged['teacher_temp']:.3f} | teacher H {logged['teacher_entropy']:.2f}/{self.guard.ln_k:.2f} "
+            f"info {logged['teacher_mi']:.2f} cos {logged['teacher_cos']:.3f} spread {logged['cls_spread']:.2f} "
+            f"| {rate:.1f} img/s{mfu}"
         ))
+        if getattr(bar, "disable", False) and self.env.is_main and not quiet():
+            # no live bar (output is not a terminal): the same line, printed
+            console.print(f"pretrain {iteration + 1}/{self.plan.total_iters}: {description}", soft_wrap=True)
 
 
 class _SilentBar:

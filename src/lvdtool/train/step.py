@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from lvdtool.ssl.collapse_stats import STAT_NAMES
 from lvdtool.ssl.meta_arch import LOSS_NAMES, SSLMetaArch
 from lvdtool.ssl.schedules import ScheduleValues
 from lvdtool.train.distributed import all_reduce_mean
@@ -36,8 +37,9 @@ def train_step(
     """
     apply_schedule(optimizer, values)
     losses = meta(batch, values.teacher_temp)
-    reduced = all_reduce_mean(torch.stack([losses[k].detach().float() for k in LOSS_NAMES]))
-    logged = dict(zip(LOSS_NAMES, reduced.tolist()))
+    names = LOSS_NAMES + STAT_NAMES
+    reduced = all_reduce_mean(torch.stack([losses[k].detach().float() for k in names]))
+    logged = dict(zip(names, reduced.tolist()))
     if check_finite:
         check_finite({f"{k} loss": logged[k] for k in ("dino", "ibot", "koleo")} | {"total loss": logged["loss"]})
     losses["loss"].backward()
