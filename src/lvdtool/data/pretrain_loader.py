@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lvdtool.artifacts.images import IMAGE_EXTS, ImagesArtifact
-from lvdtool.data.augment import MultiCropAugment, collate_multicrop
+from lvdtool.data.augment import MultiCropAugment
+from lvdtool.data.augment.collate import attach_masks
 from lvdtool.data.decode import decode_rgb, to_uint8_chw
 from lvdtool.data.sampler import STREAM_AUGMENT, STREAM_MASKS, BatchRequest, DataCursor, PretrainSampler, derive_seed
 from lvdtool.errors import ArtifactError, InputError
@@ -130,24 +131,29 @@ class PretrainBatches(Dataset):
         self.seed = int(seed)
         self.decode_min_side = decode_min_side
 
-    def sample(self, row: int, epoch: int, position: int) -> dict[str, list[torch.Tensor]]:
+    def image(self, row: int) -> torch.Tensor:
         data = self.reader.read(row)
         try:
-            image = to_uint8_chw(decode_rgb(data, self.decode_min_side))
+            return to_uint8_chw(decode_rgb(data, self.decode_min_side))
         except Exception as exc:  # the ingest validated it: a failure here is a damaged artifact
             key = self.reader.table.key(row)
             raise ArtifactError(f"{self.reader.table.root}: key {key} does not decode ({type(exc).__name__})") from None
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, STREAM_AUGMENT, epoch, position))
-        return self.augment(image, generator)
+
+    def generator(self, epoch: int, position: int) -> torch.Generator:
+        return torch.Generator().manual_seed(derive_seed(self.seed, STREAM_AUGMENT, epoch, position))
+
+    def sample(self, row: int, epoch: int, position: int) -> dict[str, list[torch.Tensor]]:
+        """The crops of one sample (what `__getitem__` computes for it, batched)."""
+        return self.augment(self.image(row), self.generator(epoch, position))
 
     def __getitem__(self, request: BatchRequest) -> dict[str, Any]:  # type: ignore[override]
         if not isinstance(request, BatchRequest):
             raise InputError(f"PretrainBatches is indexed by BatchRequest, got {type(request).__name__}")
-        samples = [
-            self.sample(int(row), request.epoch, request.first_position + k) for k, row in enumerate(request.rows)
-        ]
+        images = [self.image(int(row)) for row in request.rows]
+        generators = [self.generator(request.epoch, request.first_position + k) for k in range(len(images))]
+        crops = self.augment.batch(images, generators)
         rng = np.random.default_rng(derive_seed(self.seed, STREAM_MASKS, request.epoch, request.first_position))
-        batch = collate_multicrop(samples, self.mask_sampler, rng)
+        batch = attach_masks(crops["global_crops"], crops["local_crops"], self.mask_sampler, rng)
         batch.update(iteration=request.iteration, epoch=request.epoch, first_position=request.first_position)
         return batch
 

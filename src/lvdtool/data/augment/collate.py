@@ -51,13 +51,27 @@ def collate_multicrop(
     if dtype is not None:
         global_crops = global_crops.to(dtype)
         local_crops = local_crops.to(dtype)
+    out = attach_masks(global_crops, local_crops, mask_generator_fn, rng)
+    if all("label" in s for s in samples):
+        out["labels"] = torch.tensor([int(s["label"]) for s in samples], dtype=torch.long)
+    return out
+
+
+def attach_masks(
+    global_crops: torch.Tensor,
+    local_crops: torch.Tensor,
+    mask_generator_fn: MaskGeneratorFn,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """A batch from crops already stacked as `collate_multicrop` stacks them (global view-major,
+    local crop-major), with the iBOT masks of the global crops."""
     batch_masks = mask_generator_fn(global_crops.shape[0], rng)
     if batch_masks.masks.shape[0] != global_crops.shape[0]:
         raise InputError(
             f"collate_multicrop: mask generator returned {batch_masks.masks.shape[0]} masks "
             f"for {global_crops.shape[0]} global crops"
         )
-    out: dict[str, Any] = {
+    return {
         "global_crops": global_crops,
         "local_crops": local_crops,
         "masks": batch_masks.masks,
@@ -66,6 +80,3 @@ def collate_multicrop(
         "n_masked_patches": batch_masks.n_masked_patches,
         "upperbound": batch_masks.upperbound,
     }
-    if all("label" in s for s in samples):
-        out["labels"] = torch.tensor([int(s["label"]) for s in samples], dtype=torch.long)
-    return out

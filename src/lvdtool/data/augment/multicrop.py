@@ -195,3 +195,37 @@ class MultiCropAugment:
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> dict[str, list[torch.Tensor]]:
         image = _as_rgb(image)
         return self.apply(image, self.sample_params((image.shape[1], image.shape[2]), generator))
+
+    def batch(self, images: Sequence[torch.Tensor], generators: Sequence[torch.Generator]) -> dict[str, torch.Tensor]:
+        """The crops of several images at once, stacked as `collate_multicrop` stacks them:
+        global_crops [2B, 3, G, G] view-major, local_crops [n_local*B, 3, L, L] crop-major.
+
+        Image i's crops use `generators[i]` exactly as `self(images[i], generators[i])` does (same
+        draws, same order); the photometric part then runs once per crop size over the whole batch
+        instead of once per image, which is most of the cost for small crops.
+        """
+        if len(images) != len(generators) or not images:
+            raise InputError(f"MultiCropAugment.batch: {len(images)} images, {len(generators)} generators")
+        images = [_as_rgb(im) for im in images]
+        params = [self.sample_params((im.shape[1], im.shape[2]), g) for im, g in zip(images, generators)]
+        cfg = self.config
+        return {
+            "global_crops": self._stacked(images, [p.global_crops for p in params], cfg.global_crops_size),
+            "local_crops": self._stacked(images, [p.local_crops for p in params], cfg.local_crops_size),
+        }
+
+    def _stacked(self, images: Sequence[torch.Tensor], crops: Sequence[Sequence[CropParams]], size: int) -> torch.Tensor:
+        n_views = len(crops[0])
+        if n_views == 0:
+            return torch.empty(0)
+        order = [(i, v) for v in range(n_views) for i in range(len(images))]  # view-major
+        flat = [crops[i][v] for i, v in order]
+        x = torch.stack([
+            hflip(crop_resize(images[i], c.box, size)) if c.flip else crop_resize(images[i], c.box, size)
+            for (i, _), c in zip(order, flat)
+        ])
+        x = apply_photometric_batch(
+            x, PhotometricBatch.stack([c.photometric for c in flat]),
+            self.config.blur_kernel_size, self.config.solarize_threshold,
+        )
+        return normalize(x, self.config.mean, self.config.std)
