@@ -45,7 +45,7 @@ def test_round_trip_in_official_layout(tmp_path: Path, make_test_vit, layout_tab
     if registers:  # a model with another convention gets it back through overrides
         plain = load_backbone(path, interpolate_offset=0.1, interpolate_antialias=False)
         assert plain.config.interpolate_offset == 0.1 and not plain.config.interpolate_antialias
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.name + ".json"]  # weights + sidecar, no temp file
 
 
 def test_swiglu_unusual_width_and_overrides(tmp_path: Path) -> None:
@@ -56,7 +56,9 @@ def test_swiglu_unusual_width_and_overrides(tmp_path: Path) -> None:
     loaded = load_backbone(path, num_heads=3, drop_path_rate=0.2)
     assert loaded.config.hidden_dim == model.config.hidden_dim and loaded.config.drop_path_rate == 0.2
     same_outputs(model, loaded)
-    assert load_backbone(path).config.num_heads == 1
+    assert load_backbone(path).config.num_heads == 3  # read off the sidecar save_backbone wrote
+    (tmp_path / "w.pt.json").unlink()
+    assert load_backbone(path).config.num_heads == 1  # without it: guessed
     by_name = load_backbone(path, arch="vit_test", embed_dim=48, num_heads=3, ffn="swiglu", mlp_ratio=3.0)
     same_outputs(model, by_name)
 
@@ -141,7 +143,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, make_test_vit, mon
     with pytest.raises(OSError, match="disk full"):
         save_backbone(make_test_vit(seed=2), path)
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["backbone.pth"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backbone.pth", "backbone.pth.json"]
 
 
 def test_fingerprint_and_description(tmp_path: Path, make_test_vit) -> None:
@@ -159,3 +161,30 @@ def test_fingerprint_and_description(tmp_path: Path, make_test_vit) -> None:
     assert info["params"] == sum(p.numel() for p in hub.parameters())
     odd = describe_backbone(build_backbone("vit_test", depth=3))
     assert odd["arch"] is None and odd["built_from"] == "vit_test"
+
+
+def test_sidecar_keeps_the_head_count_the_official_layout_cannot_hold(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_backbone("vit_test", patch_size=8, img_size=32, embed_dim=64, num_heads=4, layerscale_init=1.0)
+    with torch.no_grad():  # attention that matters: weights well away from the tiny init
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    path = save_backbone(model, tmp_path / "backbone.pth")
+    sidecar = tmp_path / "backbone.pth.json"
+    assert sidecar.is_file()
+    assert set(torch.load(path, weights_only=True)) == set(model.state_dict())  # weights file unchanged in layout
+    loaded = load_backbone(path)
+    assert loaded.config.num_heads == 4
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded.eval()(x)["x_norm_clstoken"], model.eval()(x)["x_norm_clstoken"])
+    # without the sidecar the head count is a guess (64-dim heads), and the outputs differ
+    sidecar.unlink()
+    guessed = load_backbone(path)
+    assert guessed.config.num_heads == 1
+    assert not torch.allclose(guessed.eval()(x)["x_norm_clstoken"], model.eval()(x)["x_norm_clstoken"], atol=1e-4)
+    # an explicit override wins over a sidecar
+    save_backbone(model, path)
+    assert load_backbone(path, num_heads=2).config.num_heads == 2
+    sidecar.write_text("{not json")
+    with pytest.raises(CheckpointError, match="backbone.pth.json: unreadable backbone sidecar"):
+        load_backbone(path)

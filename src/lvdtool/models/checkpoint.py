@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,15 +12,36 @@ from typing import Any
 import torch
 from torch import nn
 
-from lvdtool.artifacts.atomic import atomic_path
+from lvdtool.artifacts.atomic import atomic_path, atomic_write_json
 
 from lvdtool.errors import CheckpointError
+from lvdtool.models.config import BackboneConfig
 from lvdtool.models.checkpoint_layout import extract_backbone_state, infer_backbone_config, summarize_keys
 from lvdtool.models.registry import get_arch_config, match_arch
 from lvdtool.models.vision_transformer import VisionTransformer
 
 SAFETENSORS_SUFFIX = ".safetensors"
+SIDECAR_SUFFIX = ".json"
+# What the official key layout cannot tell: the head count and the position interpolation rule.
+SIDECAR_FIELDS = ("num_heads", "interpolate_offset", "interpolate_antialias")
 StateDict = dict[str, torch.Tensor]
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """`backbone.pth` -> `backbone.pth.json`: the config fields the weights cannot carry."""
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{side}: unreadable backbone sidecar ({_one_line(error)})") from error
+    return {k: data[k] for k in SIDECAR_FIELDS if k in data}
 
 
 def _one_line(error: BaseException) -> str:
@@ -63,12 +85,16 @@ def load_backbone(
 
     Accepts official hub files, lvd `backbone.pth`/`.safetensors`, official training checkpoints
     and common wrappers (see `checkpoint_layout`). Without `arch` the architecture is read off
-    the weights; `overrides` change config fields (drop_path_rate, num_heads for unusual widths).
+    the weights, and off the sidecar `<file>.json` that `save_backbone` writes next to lvd files
+    (head count, interpolation rule); `overrides` change config fields (drop_path_rate,
+    num_heads for unusual widths without a sidecar) and win over the sidecar.
     """
     if isinstance(path_or_state_dict, Mapping):
         source, raw = "<state dict>", path_or_state_dict
     else:
         source, raw = str(path_or_state_dict), read_weights(path_or_state_dict)
+        if arch is None:
+            overrides = {**read_sidecar(path_or_state_dict), **overrides}
     state = extract_backbone_state(raw, source)
     if arch is not None:
         config = get_arch_config(arch, **overrides)
@@ -94,18 +120,28 @@ def _atomic_write(state: StateDict, path: Path) -> None:
             torch.save(state, temp)
 
 
-def save_backbone(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> Path:
+def save_backbone(
+    model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    config: BackboneConfig | None = None,
+) -> Path:
     """Write the backbone's weights in the official key layout, float32, atomically.
 
     `.safetensors` suffix: safetensors; anything else: `torch.save`. A wrapped module or a full
-    (gathered) state dict with "module."-style prefixes is accepted; heads are left out.
+    (gathered) state dict with "module."-style prefixes is accepted; heads are left out. With a
+    config (given, or the module's own) the sidecar `<file>.json` records the head count and the
+    interpolation rule, which the official layout cannot hold; it is written after the weights, so
+    a failed weights write leaves the previous pair intact.
     """
     path = Path(path)
     raw = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
+    config = config or getattr(model_or_state_dict, "config", None)
     state = extract_backbone_state(raw, str(path))
     infer_backbone_config(state, str(path))  # refuses anything that is not a complete backbone
     state = {k: v.detach().to(device="cpu", dtype=torch.float32).contiguous() for k, v in state.items()}
     _atomic_write(state, path)
+    if isinstance(config, BackboneConfig):
+        atomic_write_json(sidecar_path(path), {k: getattr(config, k) for k in SIDECAR_FIELDS})
     return path
 
 

@@ -35,6 +35,7 @@ from torch.distributed.checkpoint.state_dict import (
 from lvdtool.artifacts.atomic import atomic_write_json
 from lvdtool.errors import CheckpointError
 from lvdtool.models import save_backbone
+from lvdtool.models.checkpoint import sidecar_path
 from lvdtool.ssl.meta_arch import SSLMetaArch
 from lvdtool.train.distributed import DistEnv
 
@@ -106,11 +107,13 @@ class CheckpointStore:
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(temp))
         backbone = gather_backbone_state(meta.teacher.backbone)
         if self.env.is_main:
-            save_backbone(backbone, temp / BACKBONE_NAME)
+            save_backbone(backbone, temp / BACKBONE_NAME, config=meta.teacher.backbone.config)
             atomic_write_json(temp / STATE_NAME, {**state, "iteration": iteration, "world_size": self.env.world_size})
             if final.exists():  # a rerun re-saving the same iteration
                 shutil.rmtree(final)
             os.replace(temp, final)
+            # sidecar first: whoever reads the new weights finds their head count
+            _link_or_copy(sidecar_path(final / BACKBONE_NAME), sidecar_path(self.run_dir / BACKBONE_NAME))
             _link_or_copy(final / BACKBONE_NAME, self.run_dir / BACKBONE_NAME)
             self._prune()
         self.env.barrier()
