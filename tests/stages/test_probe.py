@@ -54,6 +54,13 @@ def test_probe_reports_knn_and_linear(tmp_path, digits):
     m = read_manifest(out)
     assert m.kind == "report" and m.complete and m.stats["linear_best_top1"] == report["linear"]["best"]["top1"]
     assert list((out / "_work").glob("train-*.pt")), "features are cached"
+    # the patch-feature PCA picture: 8 val images, one per label first, each next to its PCA colours
+    picture = Image.open(out / "patch_pca.png")
+    assert report["patch_pca"] == str(out / "patch_pca.png") and "patch_pca.png" in md
+    assert picture.size[0] == 8 * 128 and picture.size[1] > 2 * 128  # 16 cells, 8 per row, 2 rows
+    pixels = np.asarray(picture.convert("RGB"), dtype=np.float32)
+    pca_cell = pixels[20:20 + 128, 128:256]  # row 0, column 1: the first image's PCA colours
+    assert pca_cell.std() > 10, "the PCA picture is not flat"
 
 
 def test_probe_official_protocol_reuses_cached_features(tmp_path, digits):

@@ -25,7 +25,9 @@ from lvdtool.console import console, print_summary, progress
 from lvdtool.data.eval_transform import EvalTransform, normalize_batch
 from lvdtool.data.shard_images import ShardBatches
 from lvdtool.errors import ArtifactError, ConfigError
+from lvdtool.eval.contact_sheet import save_png
 from lvdtool.eval.knn import knn_classify
+from lvdtool.eval.patch_pca import patch_pca_sheet
 from lvdtool.eval.feature_sets import feature_sets
 from lvdtool.eval.linear_probe import train_linear_grid
 from lvdtool.eval.official_linear import train_linear_official
@@ -65,6 +67,7 @@ class ProbeConfig:
     workers: int = 2
     device: str = "auto"
     protocol: str = "cached"
+    pca_images: int = 8  # val images in patch_pca.png (first 3 PCA components of patch features); 0: none
     knn: KnnConfig = field(default_factory=KnnConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
     seed: int = 0
@@ -106,6 +109,31 @@ def extract(model, art: ImagesArtifact, path: str, keys: set[str], cfg: ProbeCon
     with atomic_path(cache) as tmp:
         torch.save({"keys": out_keys, "features": feats, "failed": failed}, tmp)
     return out_keys, {k: v.float() for k, v in feats.items()}
+
+
+PCA_PICTURE = "patch_pca.png"
+
+
+def write_patch_pca(model, art: ImagesArtifact, labels: dict[str, str], cfg: ProbeConfig, device, path: Path) -> str:
+    """The DINOv2 figure-1 picture for a few val images of the first shard: one per label first."""
+    transform = EvalTransform(cfg.resolution, cfg.resize)
+    picked: dict[str, tuple[Any, str]] = {}
+    spare: list[tuple[Any, str]] = []
+    for sample in art.iter_shard(art.shards[0], set(labels)):
+        label = labels[sample.key]
+        item = (sample.data, f"{label}" if label else sample.key)
+        if label not in picked:
+            picked[label] = item
+        elif len(spare) < cfg.pca_images:
+            spare.append(item)
+        if len(picked) >= cfg.pca_images:
+            break
+    chosen = (list(picked.values()) + spare)[: cfg.pca_images]
+    images = torch.stack([transform(data) for data, _ in chosen])
+    sheet = patch_pca_sheet(model, images.to(device), [c for _, c in chosen],
+                            title="first 3 PCA components of the patch features (as RGB)")
+    save_png(sheet, path)
+    return str(path)
 
 
 def run(cfg: ProbeConfig, resolved: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +196,11 @@ def run(cfg: ProbeConfig, resolved: dict[str, Any]) -> dict[str, Any]:
           "The best classifier is chosen on the validation set, as the paper does (optimistic).", "",
           f"Best: `{best['features']}` at lr {best['lr']:g}: top-1 {best['top1']:.2f}, top-5 {best['top5']:.2f}.", "",
           markdown_table(table, ["features", "lr", "top1", "top5"], {"top1": ".2f", "top5": ".2f", "lr": "g"}), ""]
+    if cfg.pca_images > 0:
+        report["patch_pca"] = write_patch_pca(model, val_art, val_labels, cfg, device, out / PCA_PICTURE)
+        md += ["## What the patch features separate", "",
+               f"![patch PCA]({PCA_PICTURE}): each image next to the first three PCA components of its patch "
+               "features (one PCA over all shown images) as RGB.", ""]
     atomic_write_json(out / "report.json", report)
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
     inputs = [input_ref(cfg.train, train_art.manifest, "train"), input_ref(cfg.val, val_art.manifest, "val"),
@@ -178,6 +211,8 @@ def run(cfg: ProbeConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     summary = {f"k-NN top-1 (k={k})": round(v["top1"], 2) for k, v in knn.items()}
     summary.update({"linear protocol": protocol["name"], "linear best": f"{best['features']} lr={best['lr']:g}",
                     "linear top-1": round(best["top1"], 2), "report": str(out / "report.md")})
+    if "patch_pca" in report:
+        summary["patch PCA picture"] = report["patch_pca"]
     print_summary(f"probe -> {cfg.out}", summary)
     return report
 
