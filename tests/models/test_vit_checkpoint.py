@@ -165,7 +165,8 @@ def test_fingerprint_and_description(tmp_path: Path, make_test_vit) -> None:
 
 def test_sidecar_keeps_the_head_count_the_official_layout_cannot_hold(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = build_backbone("vit_test", patch_size=8, img_size=32, embed_dim=64, num_heads=4, layerscale_init=1.0)
+    # width 96 is no registered arch's: without the sidecar its head count could only be guessed
+    model = build_backbone("vit_test", patch_size=8, img_size=32, embed_dim=96, num_heads=4, layerscale_init=1.0)
     with torch.no_grad():  # attention that matters: weights well away from the tiny init
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -177,7 +178,7 @@ def test_sidecar_keeps_the_head_count_the_official_layout_cannot_hold(tmp_path: 
     assert loaded.config.num_heads == 4
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(loaded.eval()(x)["x_norm_clstoken"], model.eval()(x)["x_norm_clstoken"])
-    # without the sidecar the head count is a guess (64-dim heads), and the outputs differ
+    # without the sidecar the head count is a guess (64-dim heads: 1), and the outputs differ
     sidecar.unlink()
     guessed = load_backbone(path)
     assert guessed.config.num_heads == 1

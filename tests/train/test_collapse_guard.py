@@ -84,3 +84,15 @@ def test_mean_pairwise_cosine_equals_the_explicit_pairwise_mean():
     cos = unit @ unit.t()
     explicit = (cos.sum() - cos.diagonal().sum()) / (9 * 8)
     assert mean_pairwise_cosine(x) == pytest.approx(explicit.item(), abs=1e-6)
+
+
+def test_the_warm_up_is_not_watched_and_counting_starts_after_it():
+    # a healthy run's warm-up: same fairly sharp target for every image (measured around
+    # iterations 30-100 of a 125-iteration warm-up), then image-dependent targets
+    warm_up = [values(4.2, 4.1, 4.11)] * 125
+    healthy = [values(6.3, 6.0, 6.4)] * 300
+    assert feed(CollapseGuard(K, window=100, grace=125), warm_up + healthy) == []
+    assert [i for i, _ in feed(CollapseGuard(K, window=100), warm_up + healthy)] == [99]
+    # a collapse that outlasts the warm-up is still caught, one window after the warm-up ends
+    warnings = feed(CollapseGuard(K, window=100, grace=125), warm_up + [values(4.2, 4.1, 4.11)] * 300)
+    assert [i for i, _ in warnings] == [224] and "since iteration 125" in warnings[0][1]

@@ -73,3 +73,13 @@ def vit_tiny() -> BackboneConfig:
 def vit_test() -> BackboneConfig:
     """About 45k parameters: 2 blocks of width 32 at 56 px, for unit tests."""
     return BackboneConfig(embed_dim=32, depth=2, num_heads=2, patch_size=14, img_size=56)
+
+
+@register_arch("vit_mini8", kind="test")
+def vit_mini8() -> BackboneConfig:
+    """Width 64, 4 blocks of 4 heads, patch 8 at 32 px (a 4x4 grid), LayerScale 1.0, position
+    embedding initialised at std 1.0 (not 0.02), about 0.2M
+    parameters: the small-data recipe's backbone, sized so that a CPU trains it for thousands of
+    iterations in minutes (measured in docs/pretrain.md)."""
+    return BackboneConfig(embed_dim=64, depth=4, num_heads=4, patch_size=8, img_size=32, layerscale_init=1.0,
+                          pos_embed_init_std=1.0)

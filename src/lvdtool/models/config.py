@@ -39,6 +39,10 @@ class BackboneConfig:
     drop_path_uniform: bool = True
     # None builds blocks without LayerScale (no `ls1`/`ls2` keys), as official init_values=None.
     layerscale_init: float | None = 1e-5
+    # Init std of the learned position embedding (init only; 0.02 official). At 0.02 it is ~100x
+    # smaller than the patch tokens, so a small model starts (and, in a short run, stays) nearly
+    # blind to where a patch is: the small-data backbone starts at 1.0 (docs/pretrain.md).
+    pos_embed_init_std: float = 0.02
     qkv_bias: bool = True
     proj_bias: bool = True
     ffn_bias: bool = True
@@ -69,6 +73,8 @@ class BackboneConfig:
             raise bad("interpolate_offset", "must be in [0, 1): it nudges the target grid size")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise bad("drop_path_rate", "must be in [0, 1)")
+        if not self.pos_embed_init_std > 0:
+            raise bad("pos_embed_init_std", "must be positive")
         if self.layerscale_init is not None and self.layerscale_init <= 0:
             raise bad("layerscale_init", "must be positive or None")
         if self.attention_backend not in ("sdpa", "xformers"):

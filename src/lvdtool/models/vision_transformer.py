@@ -50,7 +50,9 @@ class VisionTransformer(nn.Module):
     @torch.no_grad()
     def init_weights(self) -> None:
         """Official init; the patch-embedding conv and norms keep PyTorch defaults, as there."""
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        std = self.config.pos_embed_init_std
+        bound = max(2.0, 2 * std)  # the official +-2 (no truncation at std 0.02); +-2 std above std 1
+        nn.init.trunc_normal_(self.pos_embed, std=std, a=-bound, b=bound)
         nn.init.normal_(self.cls_token, std=1e-6)
         if self.register_tokens is not None:
             nn.init.normal_(self.register_tokens, std=1e-6)

@@ -11,9 +11,11 @@ iterations,
 In either state the DINO and iBOT gradients carry no information about the image, so only
 KoLeo trains the backbone and the features end up barely better than random.
 
-Early iterations are part of the window like any other: a healthy run leaves the near-uniform
-start within its warm-up, well inside the default window (10% of the run, at least 100 and at
-most 2,000 iterations).
+The lr warm-up is not watched: a healthy run may pass through a short image-independent phase
+there (measured: with the centre started from the first batch, every image gets the same
+fairly sharp target around iterations 30-100 of a 125-iteration warm-up, and the targets become
+image-dependent as the lr reaches its peak). Counting starts after it, and a collapse must then
+last the whole window (10% of the run, at least 100 and at most 2,000 iterations).
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ class CollapseGuard:
     n_prototypes: int
     window: int
     tolerance: float = 0.01
+    grace: int = 0  # iterations before this are not watched (the lr warm-up)
     uniform_run: int = 0
     independent_run: int = 0
     warned: bool = False
@@ -61,6 +64,8 @@ class CollapseGuard:
     def observe(self, iteration: int, logged: dict[str, float]) -> str | None:
         """Feed one step's values; returns the warning the first time a collapse has lasted a
         whole window (None otherwise)."""
+        if iteration < self.grace:
+            return None
         uniform = abs(logged["dino"] - self.ln_k) <= self.tolerance * self.ln_k
         independent = teacher_information(logged) < self.tolerance * self.ln_k
         self.uniform_run = self.uniform_run + 1 if uniform else 0

@@ -28,9 +28,11 @@ class ModelSection:
     depth: int | None = None
     num_heads: int | None = None
     layerscale_init: float | None = None  # LayerScale init (arch default 1e-5)
+    pos_embed_init_std: float | None = None  # position-embedding init std (arch default 0.02)
 
     def backbone_overrides(self) -> dict[str, Any]:
-        fields = ("ffn", "patch_size", "img_size", "embed_dim", "depth", "num_heads", "layerscale_init")
+        fields = ("ffn", "patch_size", "img_size", "embed_dim", "depth", "num_heads", "layerscale_init",
+                  "pos_embed_init_std")
         out: dict[str, Any] = {k: getattr(self, k) for k in fields if getattr(self, k) is not None}
         out["drop_path_rate"] = self.drop_path_rate
         return out
@@ -76,6 +78,9 @@ class TeacherSection:
     warmup_temp: float = 0.04
     temp: float = 0.07
     warmup_temp_epochs: float = 30.0
+    # Floors in iterations (0: none). A warm-up given in epochs shrinks to a few iterations on a
+    # small dataset; the floor keeps its shape (capped at half the run).
+    warmup_temp_min_iterations: int = 0
 
 
 @dataclass
@@ -84,6 +89,7 @@ class OptimSection:
     reference_batch: int = 1024
     min_lr: float = 1e-6
     warmup_epochs: float = 10.0
+    warmup_min_iterations: int = 0  # floor of the lr warm-up in iterations (capped at half the run)
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     layerwise_decay: float = 0.9
@@ -148,6 +154,16 @@ class CheckpointSection:
 
 
 @dataclass
+class PresetSection:
+    """Which recipe preset the config came from (set by configs/recipe/*.yaml), for the start-up
+    line and the manifest: `paper` presets train as the paper does, `lvd` presets are lvd's own."""
+
+    name: str = "custom"
+    kind: str = "custom"  # paper | lvd | test | custom
+    note: str = ""
+
+
+@dataclass
 class PretrainConfig:
     out: str = MISSING  # run directory (a `checkpoint` artifact)
     init: str | None = None  # backbone weights for continued pretraining (heads start fresh)
@@ -161,6 +177,7 @@ class PretrainConfig:
     train: TrainSection = field(default_factory=TrainSection)
     parallel: ParallelSection = field(default_factory=ParallelSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    preset: PresetSection = field(default_factory=PresetSection)
 
     def meta_arch_config(self) -> MetaArchConfig:
         return MetaArchConfig(
@@ -198,6 +215,10 @@ class PretrainConfig:
                 raise bad(f"{key}.prototype_gain", head.prototype_gain, "expected trainable or fixed")
             if head.prototype_init not in ("default", "trunc_normal"):
                 raise bad(f"{key}.prototype_init", head.prototype_init, "expected default or trunc_normal")
+        for key in ("optim.warmup_min_iterations", "teacher.warmup_temp_min_iterations"):
+            section, name = key.split(".")
+            if getattr(getattr(self, section), name) < 0:
+                raise bad(key, getattr(getattr(self, section), name), "must be >= 0")
         if self.train.log_every < 1:
             raise bad("train.log_every", self.train.log_every, "must be >= 1")
         if self.checkpoint.every < 1 or self.checkpoint.keep < 1:

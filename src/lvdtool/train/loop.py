@@ -65,6 +65,14 @@ class RunSummary:
         return rows
 
 
+PRESET_KINDS = {
+    "paper": "the paper's recipe, unchanged",
+    "lvd": "lvd's preset, not the paper's",
+    "test": "a test preset",
+    "custom": "no named preset",
+}
+
+
 class Pretrainer:
     def __init__(self, cfg: PretrainConfig, resolved: dict[str, Any], env: DistEnv, overwrite: bool = False) -> None:
         cfg.validate()
@@ -105,7 +113,7 @@ class Pretrainer:
             self.start = DataCursor.from_dict(resume_state["data"])
         self.schedules = build_run_schedules(self.plan, cfg)
         self.guard = CollapseGuard(cfg.dino.prototypes, cfg.train.collapse_window or default_window(self.plan.total_iters),
-                                   cfg.train.collapse_tolerance)
+                                   cfg.train.collapse_tolerance, grace=self.schedules.lr.warmup_iters)
         self.batch = cfg.train.batch_size_per_gpu
         self.global_batch = self.batch * env.world_size
         self.loader, self.sampler = build_pretrain_loader(
@@ -131,9 +139,23 @@ class Pretrainer:
             f"{per_data_epoch} iterations per pass over the data; schedule epoch = {self.plan.epoch_length} "
             f"iterations; {self.plan.total_iters} iterations in total, peak lr {self.plan.peak_lr:.3g}"
         )
+        self.say(self._recipe_line())
         if self.resume_path is not None:
             self.say(f"resuming from {self.resume_path.name}: iteration {self.start.iteration}, data epoch "
                      f"{self.start.epoch}, {self.start.offset} images of it consumed")
+
+    def _recipe_line(self) -> str:
+        """Which preset is in force and the schedule it gives this run, in iterations."""
+        cfg, sched = self.cfg, self.schedules
+        kind = PRESET_KINDS.get(cfg.preset.kind, cfg.preset.kind)
+        note = f": {cfg.preset.note}" if cfg.preset.note else ""
+        return (
+            f"recipe {cfg.preset.name} ({kind}){note}. This run: lr warm-up {sched.lr.warmup_iters} iterations; "
+            f"teacher temperature {cfg.teacher.warmup_temp:g} -> {cfg.teacher.temp:g} over "
+            f"{sched.teacher_temp.warmup_iters}; teacher momentum {cfg.teacher.momentum:g} -> "
+            f"{cfg.teacher.final_momentum:g}; centre init {cfg.dino.center_init}; "
+            f"{cfg.dino.prototypes} prototypes"
+        )
 
     def _extra(self, iteration: int) -> dict[str, Any]:
         latest = self.store.latest()

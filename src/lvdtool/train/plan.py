@@ -58,9 +58,15 @@ def make_plan(cfg: PretrainConfig, n_images: int, world_size: int) -> TrainPlan:
     return TrainPlan(total, epoch_length, global_batch, n_images, peak)
 
 
+def floored(iterations: int, floor: int, total: int) -> int:
+    """A warm-up of `iterations`, at least `floor` but never more than half the run because of
+    the floor (an explicit warm-up longer than the run stays an error)."""
+    return max(iterations, min(floor, total // 2))
+
+
 def build_run_schedules(plan: TrainPlan, cfg: PretrainConfig) -> TrainingSchedules:
     total = plan.total_iters
-    warmup = plan.iters(cfg.optim.warmup_epochs)
+    warmup = floored(plan.iters(cfg.optim.warmup_epochs), cfg.optim.warmup_min_iterations, total)
     if warmup > total:
         raise ConfigError(
             f"optim.warmup_epochs={cfg.optim.warmup_epochs} is {warmup} iterations, longer than the run ({total})"
@@ -70,7 +76,8 @@ def build_run_schedules(plan: TrainPlan, cfg: PretrainConfig) -> TrainingSchedul
         weight_decay=weight_decay_schedule(cfg.optim.weight_decay, cfg.optim.weight_decay_end, total),
         teacher_momentum=teacher_momentum_schedule(cfg.teacher.momentum, cfg.teacher.final_momentum, total),
         teacher_temp=teacher_temp_schedule(
-            cfg.teacher.warmup_temp, cfg.teacher.temp, plan.iters(cfg.teacher.warmup_temp_epochs)
+            cfg.teacher.warmup_temp, cfg.teacher.temp,
+            floored(plan.iters(cfg.teacher.warmup_temp_epochs), cfg.teacher.warmup_temp_min_iterations, total),
         ),
         last_layer_freeze_iters=plan.iters(cfg.optim.freeze_last_layer_epochs),
     )
