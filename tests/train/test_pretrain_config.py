@@ -92,3 +92,48 @@ def test_resume_compares_configs_except_speed_and_logging_keys():
     _, c = compose("recipe=vit_test", "optim.base_lr=0.01")
     assert config_differences(a, b) == []
     assert config_differences(a, c) == ["optim.base_lr: 0.004 -> 0.01"]
+
+
+def test_small_data_preset_and_its_warm_up_floors():
+    cfg, _ = compose("recipe=small_data")
+    assert (cfg.preset.name, cfg.preset.kind) == ("small_data", "lvd")
+    backbone = get_arch_config(cfg.model.arch, **cfg.model.backbone_overrides())
+    assert (backbone.embed_dim, backbone.patch_size, backbone.img_size, backbone.pos_embed_init_std) == (64, 8, 32, 1.0)
+    assert (cfg.dino.prototypes, cfg.dino.center_init, cfg.teacher.momentum, cfg.teacher.final_momentum) == (
+        1024, "first_batch", 0.98, 0.995)
+    # floors in iterations, whatever the dataset size ...
+    for n_images in (1000, 100_000):
+        s = build_run_schedules(make_plan(compose("recipe=small_data", "train.iterations=3500")[0], n_images, 1), cfg)
+        assert (s.lr.warmup_iters, s.teacher_temp.warmup_iters) == (150, 400)
+    # ... capped at half of a short run, and an epoch-valued warm-up that is longer still wins
+    short, _ = compose("recipe=small_data", "train.iterations=200")
+    s = build_run_schedules(make_plan(short, 1000, 1), short)
+    assert (s.lr.warmup_iters, s.teacher_temp.warmup_iters) == (100, 100)
+    longer, _ = compose("recipe=small_data", "train.iterations=3500", "optim.warmup_epochs=20")
+    assert build_run_schedules(make_plan(longer, 1000, 1), longer).lr.warmup_iters == 20 * (1000 // 64)
+    with pytest.raises(ConfigError, match="optim.warmup_min_iterations"):
+        compose("recipe=small_data", "optim.warmup_min_iterations=-1")[0].validate()
+
+
+@pytest.mark.parametrize("arch", ["vit_s14", "vit_l14", "vit_g14_reg4"])
+def test_paper_presets_say_so_and_keep_the_official_init_and_no_floors(arch):
+    cfg, _ = compose(f"recipe={arch}")
+    assert (cfg.preset.name, cfg.preset.kind) == (arch, "paper")
+    assert (cfg.optim.warmup_min_iterations, cfg.teacher.warmup_temp_min_iterations, cfg.dino.center_init) == (0, 0, "zeros")
+    assert get_arch_config(cfg.model.arch, **cfg.model.backbone_overrides()).pos_embed_init_std == 0.02
+
+
+def test_position_embedding_init_std_is_what_the_config_says():
+    import torch
+
+    from lvdtool.models import build_backbone
+
+    torch.manual_seed(0)
+    # a truncated normal: at 0.02 the official +-2 bounds cut nothing; at 1.0 the bounds are +-2 std,
+    # which leaves 0.88 std
+    for std, expected in ((0.02, 0.02), (1.0, 0.88)):
+        pos = build_backbone("vit_test", embed_dim=64, num_heads=4, pos_embed_init_std=std).pos_embed
+        assert abs(pos.std().item() - expected) < 0.05 * expected
+        assert pos.abs().max().item() <= max(2.0, 2 * std)
+    with pytest.raises(ConfigError, match="pos_embed_init_std"):
+        build_backbone("vit_test", pos_embed_init_std=0.0)

@@ -118,3 +118,20 @@ def test_seeds_differ_per_stream_and_position():
     seeds = {derive_seed(0, stream, epoch, pos) for stream in range(3) for epoch in range(3) for pos in range(50)}
     assert len(seeds) == 450
     assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3)
+
+
+def test_a_batch_is_bitwise_the_collated_per_sample_crops(digits_images):
+    """The loader augments a batch at once; the result is what per-sample augmentation with each
+    sample's own generator and the per-sample collate give, bit for bit (so resume stays exact)."""
+    from lvdtool.data.augment import collate_multicrop
+    from lvdtool.data.sampler import STREAM_MASKS, BatchRequest
+
+    dataset = make_dataset(digits_images)
+    request = BatchRequest(iteration=3, epoch=1, first_position=12, rows=np.array([5, 41, 0, 17, 59, 23]))
+    batch = dataset[request]
+    samples = [dataset.sample(int(row), 1, 12 + k) for k, row in enumerate(request.rows)]
+    rng = np.random.default_rng(derive_seed(7, STREAM_MASKS, 1, 12))
+    expected = collate_multicrop(samples, dataset.mask_sampler, rng)
+    for key in ("global_crops", "local_crops", "masks", "mask_indices", "masks_weight"):
+        assert torch.equal(batch[key], expected[key]), key
+    assert batch["global_crops"].shape == (12, 3, 32, 32) and batch["local_crops"].shape == (12, 3, 16, 16)
