@@ -135,3 +135,50 @@ def test_a_batch_is_bitwise_the_collated_per_sample_crops(digits_images):
     for key in ("global_crops", "local_crops", "masks", "mask_indices", "masks_weight"):
         assert torch.equal(batch[key], expected[key]), key
     assert batch["global_crops"].shape == (12, 3, 32, 32) and batch["local_crops"].shape == (12, 3, 16, 16)
+
+
+def test_the_reader_keeps_a_bounded_number_of_shard_files_open(digits_images):
+    """A worker that reads across more shards than its limit closes the least recently used file
+    (the limit was hit at 128 open files before); reads stay byte-exact."""
+    from lvdtool.data.pretrain_loader import ImageReader
+
+    art = ImagesArtifact(digits_images)
+    table = ImageTable.from_artifact(art)
+    streamed = {s.key: s.data for s in art.iter_samples()}
+    reader = ImageReader(table, max_open=2)
+    shards = table.shard_ids.tolist()
+    order = [r for r in range(len(table))][::-1] + list(range(0, len(table), 7))
+    for row in order:
+        assert reader.read(row) == streamed[table.key(row)]
+        assert reader.open_files() <= 2
+    assert len(set(shards)) == 3 and reader.open_files() == 2
+    reader.close()
+    assert reader.open_files() == 0
+    assert reader.read(0) == streamed[table.key(0)]  # reopens after close
+
+
+def test_a_process_with_a_low_file_limit_reads_across_more_shards_than_it_may_open(tmp_path):
+    """60 one-image shards, a descriptor limit of 40: an unbounded set of open shard files fails
+    with 'too many open files'; the reader's bound (16 here) keeps it running."""
+    import subprocess
+    import sys
+
+    from conftest import crawl_ingest, write_digit_folders
+
+    write_digit_folders(tmp_path / "src", 60, 32)
+    images = crawl_ingest(tmp_path / "src", tmp_path / "images", shard_size=1)
+    code = (
+        "import resource, sys; from lvdtool.artifacts import ImagesArtifact;"
+        "from lvdtool.data.pretrain_loader import ImageReader, ImageTable;"
+        "t = ImageTable.from_artifact(ImagesArtifact(sys.argv[1]));"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40));"
+        "r = ImageReader(t, max_open=int(sys.argv[2]));"
+        "n = sum(len(r.read(i % len(t))) > 0 for i in range(3 * len(t))); print(n, r.open_files())"
+    )
+    run = lambda max_open: subprocess.run([sys.executable, "-c", code, str(images), str(max_open)],  # noqa: E731
+                                          capture_output=True, text=True, timeout=120)
+    bounded = run(16)
+    assert bounded.returncode == 0, bounded.stderr[-2000:]
+    assert bounded.stdout.split() == ["180", "16"]
+    unbounded = run(1000)
+    assert unbounded.returncode != 0 and "Too many open files" in unbounded.stderr

@@ -12,6 +12,7 @@ the number of workers, and not on whether the run was interrupted.
 from __future__ import annotations
 
 import tarfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -90,21 +91,44 @@ def _image_members(path: Path, wanted: set[str]) -> list[tuple[str, int, int]]:
     return out
 
 
-class ImageReader:
-    """Reads image bytes by table row; opens shard files lazily, once per process."""
+MAX_OPEN_SHARDS = 64  # per process: a worker that has touched thousands of shards keeps this many open
 
-    def __init__(self, table: ImageTable) -> None:
+
+class ImageReader:
+    """Reads image bytes by table row; opens shard files lazily, per process, and keeps at most
+    `max_open` of them open (least recently used closed first), so a long run over many shards
+    never reaches the process's file limit."""
+
+    def __init__(self, table: ImageTable, max_open: int = MAX_OPEN_SHARDS) -> None:
+        if max_open < 1:
+            raise InputError(f"ImageReader: max_open={max_open} must be >= 1")
         self.table = table
-        self._files: dict[int, BinaryIO] = {}
+        self.max_open = int(max_open)
+        self._files: OrderedDict[int, BinaryIO] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"table": self.table, "_files": {}}  # file handles do not cross into workers
+        return {"table": self.table, "max_open": self.max_open, "_files": OrderedDict()}  # handles stay here
+
+    def _handle(self, shard_id: int) -> BinaryIO:
+        handle = self._files.get(shard_id)
+        if handle is not None:
+            self._files.move_to_end(shard_id)
+            return handle
+        while len(self._files) >= self.max_open:
+            self._files.popitem(last=False)[1].close()
+        handle = self._files[shard_id] = open(self.table.shard_paths[shard_id], "rb")
+        return handle
+
+    def open_files(self) -> int:
+        return len(self._files)
+
+    def close(self) -> None:
+        while self._files:
+            self._files.popitem()[1].close()
 
     def read(self, row: int) -> bytes:
         shard_id = int(self.table.shard_ids[row])
-        handle = self._files.get(shard_id)
-        if handle is None:
-            handle = self._files[shard_id] = open(self.table.shard_paths[shard_id], "rb")
+        handle = self._handle(shard_id)
         handle.seek(int(self.table.offsets[row]))
         size = int(self.table.sizes[row])
         data = handle.read(size)
