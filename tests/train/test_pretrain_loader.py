@@ -157,16 +157,13 @@ def test_the_reader_keeps_a_bounded_number_of_shard_files_open(digits_images):
     assert reader.read(0) == streamed[table.key(0)]  # reopens after close
 
 
-def test_a_process_with_a_low_file_limit_reads_across_more_shards_than_it_may_open(tmp_path):
+def test_a_process_with_a_low_file_limit_reads_across_more_shards_than_it_may_open(one_image_shards):
     """60 one-image shards, a descriptor limit of 40: an unbounded set of open shard files fails
     with 'too many open files'; the reader's bound (16 here) keeps it running."""
     import subprocess
     import sys
 
-    from conftest import crawl_ingest, write_digit_folders
-
-    write_digit_folders(tmp_path / "src", 60, 32)
-    images = crawl_ingest(tmp_path / "src", tmp_path / "images", shard_size=1)
+    images = one_image_shards
     code = (
         "import resource, sys; from lvdtool.artifacts import ImagesArtifact;"
         "from lvdtool.data.pretrain_loader import ImageReader, ImageTable;"
