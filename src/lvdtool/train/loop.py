@@ -252,13 +252,14 @@ class Pretrainer:
             record["mfu"] = self.flops_per_image * rate / self.env.world_size / self.peak_flops
         self.metrics.write(record)
         mfu = f" mfu {record['mfu']:.1%}" if "mfu" in record else ""
-        bar.update(task, description=(description := 
+        description = (
             f"loss {logged['loss']:.3f} (dino {logged['dino']:.3f} ibot {logged['ibot']:.3f} "
             f"koleo {logged['koleo']:.3f}) lr {logged['lr']:.2e} m {logged['momentum']:.4f} "
             f"T {logged['teacher_temp']:.3f} | teacher H {logged['teacher_entropy']:.2f}/{self.guard.ln_k:.2f} "
             f"info {logged['teacher_mi']:.2f} cos {logged['teacher_cos']:.3f} spread {logged['cls_spread']:.2f} "
             f"| {rate:.1f} img/s{mfu}"
-        ))
+        )
+        bar.update(task, description=description)
         if getattr(bar, "disable", False) and self.env.is_main and not quiet():
             # no live bar (output is not a terminal): the same line, printed
             console.print(f"pretrain {iteration + 1}/{self.plan.total_iters}: {description}", soft_wrap=True)
