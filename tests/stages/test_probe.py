@@ -77,3 +77,11 @@ def test_probe_official_protocol_reuses_cached_features(tmp_path, digits):
     report = json.loads((out / "report.json").read_text())
     assert report["linear"]["protocol"]["name"] == "dinov2-augmented" and report["linear"]["protocol"]["iterations"] == 4
     assert len(report["linear"]["grid"]) == 8 and "dinov2-augmented" in (out / "report.md").read_text()
+
+
+def test_a_negative_pca_image_count_is_a_one_line_config_error(tmp_path, digits):
+    arts, weights = digits
+    proc = lvd("probe", "--weights", str(weights), "--train", str(arts["train"]), "--val", str(arts["val"]),
+               "--out", str(tmp_path / "r"), "pca_images=-1", check=False)
+    assert proc.returncode != 0 and "pca_images=-1: must be >= 0" in proc.stderr
+    assert "Traceback" not in proc.stderr

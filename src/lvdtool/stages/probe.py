@@ -139,6 +139,8 @@ def write_patch_pca(model, art: ImagesArtifact, labels: dict[str, str], cfg: Pro
 def run(cfg: ProbeConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     if cfg.protocol not in PROTOCOLS:
         raise ConfigError(f"protocol={cfg.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    if cfg.pca_images < 0:
+        raise ConfigError(f"pca_images={cfg.pca_images}: must be >= 0 (0: no patch_pca.png)")
     out = Path(cfg.out)
     train_art, val_art = ImagesArtifact(cfg.train), ImagesArtifact(cfg.val)
     train_labels, val_labels = _labels(train_art, cfg.train), _labels(val_art, cfg.val)
