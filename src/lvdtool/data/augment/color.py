@@ -44,8 +44,12 @@ def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend with the mean grey level of each image."""
-    mean = luma(x).mean(dim=(1, 2, 3), keepdim=True)
+    """Blend with the mean grey level of each image.
+
+    The mean is accumulated in float64: a float32 reduction's rounding depends on how the batch is
+    split across threads, so the same image would get a slightly different mean alone and in a
+    batch (1e-6 at 224 px); in float64 that difference vanishes before the cast back."""
+    mean = luma(x).double().mean(dim=(1, 2, 3), keepdim=True).to(x.dtype)
     return _blend(x, mean, factor)
 
 
