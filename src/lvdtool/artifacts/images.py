@@ -36,6 +36,7 @@ INDEX_SCHEMA = pa.schema(
         ("orig_width", pa.int32()),
         ("orig_height", pa.int32()),
         ("bytes", pa.int64()),
+        ("offset", pa.int64()),  # byte offset of the image member's data in the tar (ok rows; null in older artifacts)
         ("ext", pa.string()),
         ("label", pa.string()),
         ("duplicate_of", pa.string()),
@@ -62,19 +63,24 @@ class ImageShardWriter:
         self._tar = tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT)
         self.count = 0
 
-    def _add(self, name: str, data: bytes) -> None:
+    def _add(self, name: str, data: bytes) -> int:
+        """Append one member; returns the byte offset of its data in the tar."""
         info = tarfile.TarInfo(name)
         info.size = len(data)
         info.mtime = 0  # deterministic bytes: a rerun produces the same tar
         info.mode = 0o644
         self._tar.addfile(info, io.BytesIO(data))
+        padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        return self._tar.offset - padded  # the header (PAX records included) precedes the padded data
 
-    def write(self, key: str, ext: str, image_bytes: bytes, meta: dict[str, Any]) -> None:
+    def write(self, key: str, ext: str, image_bytes: bytes, meta: dict[str, Any]) -> int:
+        """Write the image and its JSON; returns the image data's byte offset (the index's `offset`)."""
         if ext not in IMAGE_EXTS:
             raise ArtifactError(f"key {key}: unsupported image extension {ext!r}")
-        self._add(f"{key}.{ext}", image_bytes)
+        offset = self._add(f"{key}.{ext}", image_bytes)
         self._add(f"{key}.json", json.dumps(meta, sort_keys=True, default=str).encode())
         self.count += 1
+        return offset
 
     def close(self) -> None:
         self._tar.close()

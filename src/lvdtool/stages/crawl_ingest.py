@@ -209,7 +209,7 @@ def write_shard(out: ShardedOutput, index: int, records: list[SourceRecord], pro
             if data is not None:
                 meta = {k: row.get(k) for k in ("key", "source", "label", "width", "height", "content_hash")}
                 meta.update(row.get("extra", {}))
-                writer.write(row["key"], row["ext"], data, meta)
+                row["offset"] = writer.write(row["key"], row["ext"], data, meta)
             rows.append(row)
             bar.advance(task)
     finally:
