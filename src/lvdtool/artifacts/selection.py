@@ -2,18 +2,72 @@
 
 shards/<shard>.parquet   at least a `key` column; dedup adds group/representative/similarity,
                          curate adds seed/query key/similarity/cluster. Manifest extra: `images`.
+
+Shard contract: selection shard <S> holds only keys of shard <S> of the images artifact (dedup and
+curate write one selection shard per pool embeddings shard, and embed names its shards after the
+image shards), so a reader filters an images shard by reading one selection shard and joining on
+sorted keys: O(rows of that shard), never a global key set. `Selection` is that reader.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from lvdtool.artifacts.manifest import Manifest, open_input
 from lvdtool.errors import ArtifactError
 
 
+class Selection:
+    """Shard-by-shard view of a selection artifact."""
+
+    def __init__(self, path: str | Path, manifest: Manifest | None = None) -> None:
+        self.path = Path(path)
+        self.manifest = manifest or open_input(self.path, "selection")
+        self.rows = {s["name"]: int(s["rows"]) for s in self.manifest.shards}
+
+    @property
+    def num_keys(self) -> int:
+        return sum(self.rows.values())
+
+    def shard_path(self, shard: str) -> Path:
+        return self.path / "shards" / f"{shard}.parquet"
+
+    def check_shards(self, image_shards: list[str], images_path: str | Path) -> None:
+        """Refuse a selection whose shard names are not shards of the images artifact read with it."""
+        unknown = sorted(set(self.rows) - set(image_shards))
+        if unknown:
+            raise ArtifactError(f"{self.path}: selection shard {unknown[0]} is not a shard of {images_path} "
+                                f"({len(unknown)} such shards); was it made from embeddings of another images artifact?")
+
+    def shard_keys(self, shard: str) -> np.ndarray:
+        """The selected keys of one shard, sorted, as a fixed-width bytes array (empty if none)."""
+        if shard not in self.rows:
+            return np.zeros(0, dtype="S1")
+        p = self.shard_path(shard)
+        if not p.exists():
+            raise ArtifactError(f"{p}: selection shard {shard} is missing")
+        col = pq.read_table(p, columns=["key"]).column("key")
+        keys = np.array(col.to_pylist(), dtype=bytes) if len(col) else np.zeros(0, dtype="S1")
+        keys.sort()
+        if len(keys) != self.rows[shard]:
+            raise ArtifactError(f"{p}: {len(keys)} keys but the manifest counts {self.rows[shard]}")
+        return keys
+
+    def mask(self, shard: str, keys: np.ndarray) -> np.ndarray:
+        """Which of `keys` (any order, bytes or str) the selection keeps, by a sorted join."""
+        selected = self.shard_keys(shard)
+        keys = np.asarray(keys).astype(bytes) if np.asarray(keys).dtype.kind != "S" else np.asarray(keys)
+        if not len(selected) or not len(keys):
+            return np.zeros(len(keys), dtype=bool)
+        at = np.minimum(np.searchsorted(selected, keys), len(selected) - 1)
+        return selected[at] == keys
+
+
 def read_selection(path: str | Path) -> tuple[Manifest, set[str]]:
+    """Every selected key as one Python set: only for small selections (tests, reports); stages use
+    `Selection`, which filters shard by shard."""
     manifest = open_input(path, "selection")
     keys: set[str] = set()
     for shard in manifest.shards:
