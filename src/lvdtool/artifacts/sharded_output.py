@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from lvdtool.artifacts import run_lock
 from lvdtool.artifacts.atomic import TMP_MARK, atomic_write_json, remove_stale_temps
 from lvdtool.artifacts.fingerprint import file_sha256
 from lvdtool.artifacts.manifest import MANIFEST_NAME, InputRef, Manifest, read_manifest
@@ -85,7 +86,9 @@ class ShardedOutput:
         overwrite: bool = False,
         ranks: RankInfo | None = None,
         resume_ignores: tuple[str, ...] = (),
+        lock_timeout_s: float = run_lock.DEFAULT_TIMEOUT_S,
     ) -> None:
+        self.lock_timeout_s = lock_timeout_s
         self.dir = Path(out_dir)
         self.shard_dir = self.dir / SHARD_DIR
         self.kind, self.stage, self.config, self.inputs = kind, stage, config, inputs
@@ -206,10 +209,8 @@ class ShardedOutput:
         if (self.dir / MANIFEST_NAME).exists() and read_manifest(self.dir).complete:
             return False
         lock = self.dir / f".finalize-{self.ranks.run_id}.lock"
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            os.close(fd)
-        except FileExistsError:
+        # A SLURM requeue repeats the run id: a lock left by a killed finalize is broken, not obeyed.
+        if not run_lock.acquire(lock, self.lock_timeout_s):
             return False
         records = [self.read_marker(n) for n in names]
         stats: dict[str, Any] = {}
