@@ -3,6 +3,10 @@
 Worker w of W takes shards w, w+W, ...; it yields batches of decoded, transformed uint8 tensors
 and, after the last batch of each shard, an end marker, so the consumer knows a shard is complete
 and can commit it. Images that fail to decode are reported in the batch's `failed` list.
+
+With a selection, the worker that reads an images shard reads that shard's selection keys only
+(selection shard <S> holds keys of images shard <S>): memory is O(rows of one shard), never a
+global key set, and a shard with no selected key is not opened at all.
 """
 from __future__ import annotations
 
@@ -13,6 +17,15 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lvdtool.artifacts.images import ImagesArtifact
+from lvdtool.artifacts.selection import Selection
+
+
+def stack_or_list(tensors: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor] | None:
+    """One [B,3,H,W] tensor when every image has one shape (crop or square resize), else the list."""
+    if not tensors:
+        return None
+    first = tensors[0].shape
+    return torch.stack(tensors) if all(t.shape == first for t in tensors) else tensors
 
 
 class ShardBatches(IterableDataset):
@@ -23,24 +36,37 @@ class ShardBatches(IterableDataset):
         transform: Callable[[bytes], torch.Tensor],
         batch_size: int,
         keys: set[str] | None = None,
+        *,
+        selection_path: str | Path | None = None,
     ) -> None:
+        # `keys`: a small in-memory filter (probe's labelled keys); `selection_path`: a selection
+        # artifact of any size, read shard by shard in the worker.
         self.images_path, self.shards, self.transform = str(images_path), shards, transform
         self.batch_size, self.keys = batch_size, keys
+        self.selection_path = str(selection_path) if selection_path else None
 
     def _batch(self, shard: str, keys: list[str], tensors: list[torch.Tensor], failed: list) -> dict[str, Any]:
-        images = torch.stack(tensors) if tensors else None
-        return {"shard": shard, "keys": keys, "images": images, "failed": failed, "end": False}
+        return {"shard": shard, "keys": keys, "images": stack_or_list(tensors), "failed": failed, "end": False}
+
+    def _wanted(self, selection: Selection | None, shard: str) -> set[str] | None:
+        if selection is None:
+            return self.keys
+        wanted = {k.decode() for k in selection.shard_keys(shard).tolist()}
+        return wanted & self.keys if self.keys is not None else wanted
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         art = ImagesArtifact(self.images_path)
+        selection = Selection(self.selection_path) if self.selection_path else None
         for shard in self.shards[wid::nw]:
             keys: list[str] = []
             tensors: list[torch.Tensor] = []
             failed: list[tuple[str, str]] = []
             total = 0
-            for sample in art.iter_shard(shard, self.keys):
+            wanted = self._wanted(selection, shard)
+            samples = art.iter_shard(shard, wanted) if wanted is None or wanted else iter(())
+            for sample in samples:
                 try:
                     tensors.append(self.transform(sample.data))
                     keys.append(sample.key)

@@ -1,10 +1,11 @@
 """`lvd embed`: images artifact -> embeddings artifact (one output shard per image shard)."""
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -16,15 +17,17 @@ from torch.utils.data import DataLoader
 from lvdtool.artifacts.embeddings import embeddings_table
 from lvdtool.artifacts.images import ImagesArtifact
 from lvdtool.artifacts.manifest import InputRef, input_ref
-from lvdtool.artifacts.selection import read_selection
+from lvdtool.artifacts.selection import Selection
 from lvdtool.artifacts.sharded_output import ShardedOutput
 from lvdtool.artifacts.tables import write_parquet
 from lvdtool.config import compose_config
 from lvdtool.console import console, print_summary, progress
 from lvdtool.data.eval_transform import EvalTransform, normalize_batch
+from lvdtool.data.preprocess import PreprocessConfig, ResizeCropTransform, normalize_with
 from lvdtool.data.shard_images import ShardBatches
-from lvdtool.errors import ConfigError
+from lvdtool.errors import CheckpointError, ConfigError
 from lvdtool.models import backbone_fingerprint, build_backbone, describe_backbone, load_backbone
+from lvdtool.models.torchscript_descriptor import ModelConfig, TorchScriptDescriptor
 
 TOKENS = ("cls", "avgpool", "cls+avgpool")
 
@@ -44,14 +47,55 @@ class EmbedConfig:
     workers: int = 2
     device: str = "auto"
     precision: str = "auto"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+
+def local_rank_of(env: Mapping[str, str]) -> int:
+    """This process's index on its node: torchrun's LOCAL_RANK, else srun's SLURM_LOCALID, else 0."""
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        value = env.get(name)
+        if value not in (None, ""):
+            try:
+                rank = int(value)
+            except ValueError:
+                raise ConfigError(f"{name}={value!r} is not an integer") from None
+            if rank < 0:
+                raise ConfigError(f"{name}={rank} is negative")
+            return rank
+    return 0
+
+
+def choose_device(name: str, env: Mapping[str, str], cuda_count: int) -> str:
+    """The device string for this rank, from the `device` option, the environment and the visible GPUs.
+
+    auto/cuda put local rank r on cuda:r, so the 8 ranks of a node use its 8 GPUs; a task that sees
+    one GPU (srun --gpus-per-task=1 narrows CUDA_VISIBLE_DEVICES) uses cuda:0; an explicit cuda:N
+    or cpu is taken as given.
+    """
+    if name == "cpu" or (name == "auto" and cuda_count == 0):
+        return "cpu"
+    if name not in ("auto", "cuda"):
+        if name.startswith("cuda") and cuda_count == 0:
+            raise ConfigError(f"device={name} but no CUDA device is available")
+        return name
+    if cuda_count == 0:
+        raise ConfigError("device=cuda but no CUDA device is available")
+    local = local_rank_of(env)
+    if cuda_count == 1:
+        return "cuda:0"
+    if local >= cuda_count:
+        raise ConfigError(f"local rank {local} but only {cuda_count} CUDA devices are visible "
+                          "(start at most one rank per GPU per node)")
+    return f"cuda:{local}"
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available")
-    return torch.device(name)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = torch.device(choose_device(name, os.environ, count))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 def build_model(cfg: EmbedConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -65,7 +109,8 @@ def build_model(cfg: EmbedConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
         model = build_backbone(cfg.arch)
         identity = {"weights": None, "weights_sha256": "random-init-seed0"}
     else:
-        raise ConfigError("embed needs --weights FILE (or --arch NAME random_init=true for a smoke run)")
+        raise ConfigError("embed needs --weights FILE (or --arch NAME random_init=true for a smoke run, "
+                          "or model.kind=torchscript model.path=FILE)")
     identity.update(describe_backbone(model))
     identity.pop("config", None)
     return model.eval(), identity
@@ -80,6 +125,92 @@ def features(out: dict[str, torch.Tensor], token: str) -> torch.Tensor:
     else:
         f = torch.cat([cls, out["x_norm_patchtokens"].float().mean(1)], dim=1)
     return torch.nn.functional.normalize(f, dim=1)
+
+
+@dataclass
+class Embedder:
+    """What the loop needs of a model: the worker transform and uint8 batch -> float32 [B, dim]."""
+
+    transform: Callable[[bytes], torch.Tensor]
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    dim: int
+    identity: dict[str, Any]
+    source: str                   # the model file, for error lines
+    bf16: bool
+    normalized: bool
+    extra: dict[str, Any]         # manifest keys that describe the preprocessing
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def vit_embedder(cfg: EmbedConfig, device: torch.device) -> Embedder:
+    model, identity = build_model(cfg)
+    model.to(device)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with _autocast(device, bf16):
+            return features(model(normalize_batch(x)), cfg.token)
+
+    return Embedder(EvalTransform(crop=cfg.resolution, resize=cfg.resize), forward,
+                    model.config.embed_dim * (2 if cfg.token == "cls+avgpool" else 1), identity,
+                    identity["weights"] or f"{cfg.arch} (random init)", bf16, True,
+                    {"token": cfg.token, "resolution": cfg.resolution})
+
+
+def torchscript_embedder(cfg: EmbedConfig, device: torch.device) -> Embedder:
+    if cfg.weights or cfg.random_init:
+        raise ConfigError("model.kind=torchscript reads model.path; drop --weights/random_init")
+    pre = cfg.preprocess
+    transform = ResizeCropTransform.from_config(pre)
+    descriptor = TorchScriptDescriptor(cfg.model, device, probe_side=pre.fixed_size or pre.resize)
+    # auto: fp32, the precision copy-detection thresholds are calibrated at; bf16 only when asked
+    bf16 = cfg.precision == "bf16"
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with _autocast(device, bf16):
+            return descriptor(normalize_with(x, pre.mean, pre.std))
+
+    preprocess = pre.describe()
+    return Embedder(transform, forward, descriptor.dim, descriptor.identity(preprocess), str(descriptor.path), bf16,
+                    cfg.model.normalize, {"token": None, "resolution": pre.fixed_size, "preprocess": preprocess})
+
+
+def describe_preprocess(cfg: EmbedConfig) -> str:
+    if cfg.model.kind == "vit":
+        return f"centre crop {cfg.resolution} (bicubic), token {cfg.token}"
+    p = cfg.preprocess
+    size = f"{p.resize} x {p.resize} (square)" if p.square else f"shorter side {p.resize}"
+    return f"{size} {p.interpolation}, {f'centre crop {p.crop}' if p.crop else 'no crop'}"
+
+
+def forward_by_shape(images: torch.Tensor | list[torch.Tensor], forward: Callable[[torch.Tensor], torch.Tensor],
+                     device: torch.device) -> torch.Tensor:
+    """Run `forward` on a stacked batch, or on each same-shape group of a list (no crop, no square resize)."""
+    if isinstance(images, torch.Tensor):
+        return forward(images.to(device, non_blocking=True))
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(tuple(img.shape), []).append(i)
+    out: torch.Tensor | None = None
+    for idx in groups.values():
+        y = forward(torch.stack([images[i] for i in idx]).to(device, non_blocking=True))
+        if out is None:
+            out = torch.empty(len(images), y.shape[1], dtype=y.dtype, device=y.device)
+        out[torch.tensor(idx, device=y.device)] = y
+    assert out is not None
+    return out
+
+
+def check_finite(f: torch.Tensor, keys: list[str], shard: str, source: str, bf16: bool) -> None:
+    finite = torch.isfinite(f).all(dim=1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten().tolist()
+        hint = "; try precision=fp32" if bf16 else ""
+        raise CheckpointError(f"{source}: non-finite output for key {keys[bad[0]]} of shard {shard} "
+                              f"({len(bad)} of {len(keys)} in its batch){hint}")
 
 
 def _commit(out: ShardedOutput, shard: str, keys: list[str], vecs: list[np.ndarray], failed: list, dim: int, total: int):
@@ -97,31 +228,36 @@ def _commit(out: ShardedOutput, shard: str, keys: list[str], vecs: list[np.ndarr
 def run(cfg: EmbedConfig, resolved: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
     if cfg.token not in TOKENS:
         raise ConfigError(f"token={cfg.token!r}: expected one of {', '.join(TOKENS)}")
+    cfg.model.check()
     images = ImagesArtifact(cfg.images)
+    names = images.shards
     inputs = [input_ref(cfg.images, images.manifest, role="images")]
-    keys = None
+    selection = None
     if cfg.selection:
-        sel_manifest, keys = read_selection(cfg.selection)
-        inputs.append(input_ref(cfg.selection, sel_manifest, role="selection"))
-    model, identity = build_model(cfg)
-    if cfg.weights:
-        inputs.append(InputRef(path=identity["weights"], kind="file", fingerprint="sha256:" + identity["weights_sha256"], role="weights"))
+        selection = Selection(cfg.selection)
+        selection.check_shards(names, cfg.images)
+        inputs.append(input_ref(cfg.selection, selection.manifest, role="selection"))
+    device = pick_device(cfg.device)
+    emb = torchscript_embedder(cfg, device) if cfg.model.kind == "torchscript" else vit_embedder(cfg, device)
+    if cfg.model.kind == "torchscript":
+        inputs.append(InputRef(path=emb.identity["path"], kind="file", fingerprint="sha256:" + emb.identity["sha256"],
+                               role="descriptor"))
+    elif cfg.weights:
+        inputs.append(InputRef(path=emb.identity["weights"], kind="file", fingerprint="sha256:" + emb.identity["weights_sha256"], role="weights"))
     out = ShardedOutput(cfg.out, kind="embeddings", stage="embed", config=resolved, inputs=inputs,
                         overwrite=overwrite, resume_ignores=("batch_size", "workers", "device", "precision"))
-    dim = model.config.embed_dim * (2 if cfg.token == "cls+avgpool" else 1)
-    extra = {"dim": dim, "dtype": "float16", "normalized": True, "token": cfg.token, "resolution": cfg.resolution,
-             "images": str(Path(cfg.images).resolve()), "model": identity}
+    dim = emb.dim
+    extra = {"dim": dim, "dtype": "float16", "normalized": emb.normalized, **emb.extra,
+             "images": str(Path(cfg.images).resolve()), "model": emb.identity}
     if out.already_complete:
         console.print(f"{cfg.out}: already complete, nothing to do")
         return out.manifest.stats
-    device = pick_device(cfg.device)
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    model.to(device)
-    names = images.shards
     todo = [s for i, s in enumerate(names) if out.owns(i) and not out.is_done(s)]
-    n_items = sum(s["rows"] for i, s in enumerate(images.manifest.shards) if s["name"] in set(todo))
-    transform = EvalTransform(crop=cfg.resolution, resize=cfg.resize)
-    dataset = ShardBatches(cfg.images, todo, transform, cfg.batch_size, keys)
+    todo_set = set(todo)
+    n_items = sum((selection.rows.get(s["name"], 0) if selection else s["rows"])
+                  for s in images.manifest.shards if s["name"] in todo_set)
+    dataset = ShardBatches(cfg.images, todo, emb.transform, cfg.batch_size,
+                           selection_path=cfg.selection if selection else None)
     loader = DataLoader(dataset, batch_size=None, num_workers=min(cfg.workers, len(todo)),
                         pin_memory=device.type == "cuda", persistent_workers=False)
     buffers: dict[str, dict[str, list]] = {}
@@ -132,9 +268,8 @@ def run(cfg: EmbedConfig, resolved: dict[str, Any], overwrite: bool = False) -> 
             buf = buffers.setdefault(batch["shard"], {"keys": [], "vecs": [], "failed": []})
             buf["failed"] += batch["failed"]
             if batch["images"] is not None:
-                x = normalize_batch(batch["images"].to(device, non_blocking=True))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    f = features(model(x), cfg.token)
+                f = forward_by_shape(batch["images"], emb.forward, device)
+                check_finite(f, batch["keys"], batch["shard"], emb.source, emb.bf16)
                 buf["keys"] += batch["keys"]
                 buf["vecs"].append(f.to(torch.float16).cpu().numpy())
                 n_done += len(batch["keys"])
@@ -153,8 +288,11 @@ def run(cfg: EmbedConfig, resolved: dict[str, Any], overwrite: bool = False) -> 
 
     finalized = out.try_finalize(names, finalize=finalize, extra=extra)
     stats = out.manifest.stats if finalized else {}
-    summary = {"model": f"{identity.get('arch') or identity.get('built_from')} ({identity['params']:,} params)",
-               "device": f"{device} {'bf16' if use_bf16 else 'fp32'}", "dim": dim, "token": cfg.token,
+    ident = emb.identity
+    name = ident.get("descriptor") or ident.get("arch") or ident.get("built_from")
+    summary = {"model": f"{name} ({ident['params']:,} params)",
+               "device": f"{device} {'bf16' if emb.bf16 else 'fp32'}", "dim": dim,
+               "preprocess": describe_preprocess(cfg),
                "shards": f"{len(todo)} written, {len(names)} in total",
                "images/s": round(n_done / elapsed, 1) if elapsed > 0 else 0,
                "embedded": stats.get("embedded", n_done), "failed": stats.get("failed", "-"),
