@@ -219,6 +219,14 @@ def show_config(stage: str = typer.Argument(..., help="A stage command, e.g. cra
     typer.echo(default_config_yaml(name, getattr(importlib.import_module(module), schema)), nl=False)
 
 
+@app.command("index-offsets")
+def index_offsets(images: Path = typer.Option(..., "--images", help="Images artifact ingested before lvd recorded image offsets.")) -> None:
+    """Record each image's byte offset for artifacts ingested without them (rank-split under torchrun/srun; restartable)."""
+    from lvdtool.stages import index_offsets as stage
+
+    stage.run(images)
+
+
 @app.command("inspect")
 def inspect(
     path: Path = typer.Argument(..., help="An artifact directory."),

@@ -40,11 +40,3 @@ def digits_images(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("digits")
     write_digit_folders(root / "src", 60, 32)
     return crawl_ingest(root / "src", root / "images", shard_size=20)
-
-
-@pytest.fixture(scope="session")
-def one_image_shards(tmp_path_factory) -> Path:
-    """60 digits at 32 px, one per shard (more shards than a low file limit allows open)."""
-    root = tmp_path_factory.mktemp("one_per_shard")
-    write_digit_folders(root / "src", 60, 32)
-    return crawl_ingest(root / "src", root / "images", shard_size=1)

@@ -6,7 +6,9 @@ shards/<shard>.parquet   at least a `key` column; dedup adds group/representativ
 Shard contract: selection shard <S> holds only keys of shard <S> of the images artifact (dedup and
 curate write one selection shard per pool embeddings shard, and embed names its shards after the
 image shards), so a reader filters an images shard by reading one selection shard and joining on
-sorted keys: O(rows of that shard), never a global key set. `Selection` is that reader.
+sorted keys: O(rows of that shard), never a global key set. `Selection` is that reader. A selection
+written by other means (its shard names are not the images shards') still works: its keys are then
+held once as one sorted numpy bytes array (about key-width bytes per key, no Python object per key).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class Selection:
         self.path = Path(path)
         self.manifest = manifest or open_input(self.path, "selection")
         self.rows = {s["name"]: int(s["rows"]) for s in self.manifest.shards}
+        self._all: np.ndarray | None = None  # set when the shard names do not follow the images artifact's
 
     @property
     def num_keys(self) -> int:
@@ -34,25 +37,35 @@ class Selection:
     def shard_path(self, shard: str) -> Path:
         return self.path / "shards" / f"{shard}.parquet"
 
-    def check_shards(self, image_shards: list[str], images_path: str | Path) -> None:
-        """Refuse a selection whose shard names are not shards of the images artifact read with it."""
-        unknown = sorted(set(self.rows) - set(image_shards))
-        if unknown:
-            raise ArtifactError(f"{self.path}: selection shard {unknown[0]} is not a shard of {images_path} "
-                                f"({len(unknown)} such shards); was it made from embeddings of another images artifact?")
+    def check_shards(self, image_shards: list[str], images_path: str | Path) -> bool:
+        """Match the selection's shards to the images artifact read with it. True: shard-by-shard joins.
+        False (names that are not shards of `images_path`): every key is loaded once, sorted."""
+        if set(self.rows) <= set(image_shards):
+            self._all = None
+            return True
+        parts = [self._read_keys(name) for name in self.rows]
+        self._all = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype="S1")
+        return False
 
-    def shard_keys(self, shard: str) -> np.ndarray:
-        """The selected keys of one shard, sorted, as a fixed-width bytes array (empty if none)."""
-        if shard not in self.rows:
-            return np.zeros(0, dtype="S1")
+    def _read_keys(self, shard: str) -> np.ndarray:
         p = self.shard_path(shard)
         if not p.exists():
             raise ArtifactError(f"{p}: selection shard {shard} is missing")
         col = pq.read_table(p, columns=["key"]).column("key")
         keys = np.array(col.to_pylist(), dtype=bytes) if len(col) else np.zeros(0, dtype="S1")
-        keys.sort()
         if len(keys) != self.rows[shard]:
             raise ArtifactError(f"{p}: {len(keys)} keys but the manifest counts {self.rows[shard]}")
+        return keys
+
+    def shard_keys(self, shard: str) -> np.ndarray:
+        """The selected keys of one shard, sorted, as a fixed-width bytes array (empty if none); all
+        keys when the selection's shards do not follow the images artifact's (see check_shards)."""
+        if self._all is not None:
+            return self._all
+        if shard not in self.rows:
+            return np.zeros(0, dtype="S1")
+        keys = self._read_keys(shard)
+        keys.sort()
         return keys
 
     def mask(self, shard: str, keys: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """The pretraining data loader: random access into an `images` artifact, multi-crop batches.
 
-At start, every rank builds an `ImageTable`: the ok keys of the artifact (optionally only those
-of a selection), sorted, with the byte range of each image inside its tar shard (read from the
-tar headers once), so that loading a sample is one seek and one read. The `PretrainSampler`
+At start, every rank maps the `ImageTable` (data/image_table.py): the ok keys of the artifact
+(optionally only those of a selection), sorted, with the byte range of each image inside its tar
+shard, built once from the shard indexes, so that loading a sample is one seek and one read. The `PretrainSampler`
 says which rows a rank loads at each iteration; DataLoader workers decode them, apply the
 multi-crop augmentation with a generator seeded from the sample's global position, and collate
 the batch with its iBOT masks. Batches therefore depend on (seed, data position) only: not on
@@ -11,84 +11,20 @@ the number of workers, and not on whether the run was interrupted.
 
 from __future__ import annotations
 
-import tarfile
 from collections import OrderedDict
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lvdtool.artifacts.images import IMAGE_EXTS, ImagesArtifact
 from lvdtool.data.augment import MultiCropAugment
 from lvdtool.data.augment.collate import attach_masks
 from lvdtool.data.decode import decode_rgb, to_uint8_chw
+from lvdtool.data.image_table import ImageTable
 from lvdtool.data.sampler import STREAM_AUGMENT, STREAM_MASKS, BatchRequest, DataCursor, PretrainSampler, derive_seed
 from lvdtool.errors import ArtifactError, InputError
 from lvdtool.ssl.masking import BatchMaskSampler
-
-
-@dataclass
-class ImageTable:
-    """Sorted ok keys of an images artifact and where each image's bytes lie in the tar shards."""
-
-    root: Path
-    shard_paths: list[Path]
-    keys: np.ndarray  # fixed-width bytes, sorted
-    shard_ids: np.ndarray  # int32 index into shard_paths
-    offsets: np.ndarray  # int64 byte offset of the image data in its tar
-    sizes: np.ndarray  # int64 byte length
-
-    def __len__(self) -> int:
-        return int(self.keys.shape[0])
-
-    def key(self, row: int) -> str:
-        return self.keys[row].decode()
-
-    @classmethod
-    def from_artifact(cls, images: ImagesArtifact, keys: set[str] | None = None) -> ImageTable:
-        """Scan the tar headers of every shard once; `keys` (a selection) filters the ok keys."""
-        found: list[tuple[str, int, int, int]] = []
-        paths = [images.tar_path(s) for s in images.shards]
-        for shard_id, (shard, path) in enumerate(zip(images.shards, paths)):
-            wanted = images.ok_keys(shard)
-            if keys is not None:
-                wanted &= keys
-            found.extend((k, shard_id, off, size) for k, off, size in _image_members(path, wanted))
-        if not found:
-            what = "selected ok images" if keys is not None else "ok images"
-            raise ArtifactError(f"{images.path}: no {what} to train on")
-        found.sort()
-        names = [k for k, *_ in found]
-        if len(set(names)) != len(names):
-            raise ArtifactError(f"{images.path}: a key appears in more than one shard")
-        return cls(
-            root=images.path,
-            shard_paths=paths,
-            keys=np.array([k.encode() for k in names]),
-            shard_ids=np.array([f[1] for f in found], dtype=np.int32),
-            offsets=np.array([f[2] for f in found], dtype=np.int64),
-            sizes=np.array([f[3] for f in found], dtype=np.int64),
-        )
-
-
-def _image_members(path: Path, wanted: set[str]) -> list[tuple[str, int, int]]:
-    """(key, data offset, size) of the image member of every wanted key in one tar."""
-    out = []
-    try:
-        with tarfile.open(path, "r:") as tar:
-            for member in tar:
-                stem, _, ext = member.name.rpartition(".")
-                if ext in IMAGE_EXTS and stem in wanted and member.isfile():
-                    out.append((stem, member.offset_data, member.size))
-    except (OSError, tarfile.TarError) as exc:
-        raise ArtifactError(f"{path}: unreadable shard ({exc})") from None
-    missing = len(wanted) - len(out)
-    if missing:
-        raise ArtifactError(f"{path}: {missing} ok keys of its index have no image in the tar")
-    return out
 
 
 MAX_OPEN_SHARDS = 64  # per process: a worker that has touched thousands of shards keeps this many open

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from lvdtool.artifacts.images import ImagesArtifact
 from lvdtool.artifacts.manifest import InputRef, input_ref
-from lvdtool.artifacts.selection import read_selection
+from lvdtool.artifacts.selection import Selection
 from lvdtool.data.augment import ColorJitterConfig, MultiCropAugment, MultiCropConfig
-from lvdtool.data.pretrain_loader import ImageTable, PretrainBatches
+from lvdtool.data.image_table import ImageTable, cached_table
+from lvdtool.data.pretrain_loader import PretrainBatches
 from lvdtool.errors import ConfigError
 from lvdtool.models import backbone_fingerprint, build_backbone, extract_backbone_state, read_weights
 from lvdtool.ssl.masking import BatchMaskSampler
@@ -48,15 +50,31 @@ def step_shape(cfg: PretrainConfig) -> StepShape:
                      mask_prob=cfg.ibot.mask_prob, mask_ratio=(cfg.ibot.mask_ratio[0], cfg.ibot.mask_ratio[1]))
 
 
-def build_training_data(cfg: PretrainConfig, patch_size: int) -> TrainingData:
-    """The image table (ok keys, optionally a selection's) and the multi-crop batch dataset."""
+TABLE_DIR = "data_table"  # in the run directory: the training table, built once, mapped at every start
+
+
+def build_training_data(cfg: PretrainConfig, patch_size: int, run_dir: Path | None = None,
+                        run_on_main: Callable[[Callable[[], None]], None] | None = None) -> TrainingData:
+    """The image table (ok keys, optionally a selection's) and the multi-crop batch dataset.
+
+    With a run directory the table is built once by rank 0 (`run_on_main`) into run_dir/data_table
+    and every rank maps it; a restart finds it there and starts in seconds whatever the artifact's size."""
     images = ImagesArtifact(cfg.data.images)
     inputs = [input_ref(cfg.data.images, images.manifest, role="images")]
-    keys = None
+    selection = None
     if cfg.data.selection:
-        selection_manifest, keys = read_selection(cfg.data.selection)
-        inputs.append(input_ref(cfg.data.selection, selection_manifest, role="selection"))
-    table = ImageTable.from_artifact(images, keys)
+        selection = Selection(cfg.data.selection)
+        inputs.append(input_ref(cfg.data.selection, selection.manifest, role="selection"))
+    if run_dir is None:
+        table = ImageTable.from_artifact(images, selection)
+    else:
+        directory, fingerprint = run_dir / TABLE_DIR, "+".join(ref.fingerprint for ref in inputs)
+
+        def build() -> None:
+            cached_table(images, selection, directory, fingerprint, build=True)
+
+        (run_on_main or (lambda fn: fn()))(build)
+        table = cached_table(images, selection, directory, fingerprint, build=False)
     size = cfg.crops.global_crops_size
     for key, crop in (("crops.global_crops_size", size), ("crops.local_crops_size", cfg.crops.local_crops_size)):
         if crop % patch_size:

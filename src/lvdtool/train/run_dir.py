@@ -34,6 +34,15 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
+# What a run writes before its first checkpoint (and so before its manifest): a run killed then is
+# resumed by the same command, not refused as a foreign folder.
+_EARLY_ENTRIES = ("data_table", "checkpoints", "metrics.jsonl")
+
+
+def _own_entry(name: str) -> bool:
+    return name in _EARLY_ENTRIES or name.startswith(".data_table.tmp-")
+
+
 def prepare_run_dir(out: Path, resolved: dict[str, Any], overwrite: bool) -> None:
     """Rank 0, before anything else: start fresh, or check that a resume uses the same config."""
     manifest_path = out / MANIFEST_NAME
@@ -49,7 +58,7 @@ def prepare_run_dir(out: Path, resolved: dict[str, Any], overwrite: bool) -> Non
                 f"{out}: this run was started with another config ({'; '.join(diffs[:3])}); "
                 "rerun with the same config to resume, or use --overwrite / another --out"
             )
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(not _own_entry(p.name) for p in out.iterdir()):
         raise ArtifactError(f"{out}: exists and is not a pretrain run directory (use --overwrite or another --out)")
     out.mkdir(parents=True, exist_ok=True)
 

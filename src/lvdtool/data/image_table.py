@@ -1,0 +1,305 @@
+"""The training data table: every trainable image as (key, shard id, byte offset, byte size).
+
+Built once from the shard indexes (crawl-ingest records each image's data offset in its tar; older
+artifacts get the offsets from `lvd index-offsets`, or from one scan of their tar headers), shard by
+shard into preallocated numpy arrays, then saved as `.npy` files that every later start (and every
+rank, and every DataLoader worker) maps read-only: start-up costs a few file opens whatever N is.
+
+Memory: 28 bytes per row for 12-character keys (key w + shard id 4 + offset 8 + size 4), with no
+per-row Python object; the build holds that plus one shard's index at a time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lvdtool.artifacts.atomic import atomic_write_json
+from lvdtool.artifacts.images import IMAGE_EXTS, ImagesArtifact
+from lvdtool.artifacts.selection import Selection
+from lvdtool.errors import ArtifactError
+
+OFFSETS_DIR = "_offsets"  # sidecar offsets of artifacts ingested before the index had them
+TABLE_FILES = ("keys", "shard_ids", "offsets", "sizes")
+TABLE_VERSION = 1
+READ_THREADS = 4  # Parquet decoding releases the GIL: a few threads overlap the shard reads
+
+
+@dataclass
+class ImageTable:
+    """Sorted ok keys of an images artifact and where each image's bytes lie in the tar shards."""
+
+    root: Path
+    shard_paths: list[Path]
+    keys: np.ndarray  # fixed-width bytes, sorted
+    shard_ids: np.ndarray  # int32 index into shard_paths
+    offsets: np.ndarray  # int64 byte offset of the image data in its tar
+    sizes: np.ndarray  # int32 byte length
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+    def key(self, row: int) -> str:
+        return self.keys[row].decode()
+
+    @property
+    def bytes_per_row(self) -> int:
+        return sum(getattr(self, name).itemsize for name in TABLE_FILES)
+
+    @classmethod
+    def from_artifact(cls, images: ImagesArtifact, selection: Selection | set[str] | None = None,
+                      scan_tars: bool = True) -> ImageTable:
+        """Build the table in memory. `selection` keeps only its keys (a `Selection` joins shard by
+        shard; a Python set is accepted for small tests). `scan_tars=False` refuses to read tar
+        headers: a shard without recorded offsets is then an error naming it."""
+        return build_table(images, selection, scan_tars)
+
+    def save(self, directory: Path, fingerprint: str) -> None:
+        """Write the table as .npy files plus meta.json, atomically (a temp dir renamed into place)."""
+        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name in TABLE_FILES:
+            np.save(tmp / f"{name}.npy", getattr(self, name))
+        shards = [str(p.relative_to(self.root)) for p in self.shard_paths]
+        atomic_write_json(tmp / "meta.json", {"version": TABLE_VERSION, "fingerprint": fingerprint,
+                                              "rows": len(self), "shards": shards})
+        if directory.exists():
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+
+    @classmethod
+    def load(cls, directory: Path, root: Path, fingerprint: str) -> ImageTable | None:
+        """The saved table, memory-mapped, or None if absent or built from other inputs."""
+        meta_path = directory / "meta.json"
+        if not meta_path.exists():
+            return None
+        meta = json.loads(meta_path.read_text())
+        if meta.get("version") != TABLE_VERSION or meta.get("fingerprint") != fingerprint:
+            return None
+        arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in TABLE_FILES}
+        if any(len(a) != meta["rows"] for a in arrays.values()):
+            raise ArtifactError(f"{directory}: the saved training table is damaged (row counts differ); delete it to rebuild")
+        return cls(root=root, shard_paths=[root / s for s in meta["shards"]], **arrays)
+
+
+def cached_table(images: ImagesArtifact, selection: Selection | None, directory: Path, fingerprint: str,
+                 build: bool, scan_tars: bool = True) -> ImageTable:
+    """Load the table saved in `directory` for these inputs; if absent and `build`, build and save it
+    first. Ranks other than the builder call this with build=False after it has finished."""
+    table = ImageTable.load(directory, images.path, fingerprint)
+    if table is not None:
+        return table
+    if not build:
+        raise ArtifactError(f"{directory}: no training table for these inputs (the building rank did not write it)")
+    build_table(images, selection, scan_tars).save(directory, fingerprint)
+    loaded = ImageTable.load(directory, images.path, fingerprint)
+    assert loaded is not None
+    return loaded
+
+
+# ---------------------------------------------------------------- building
+def build_table(images: ImagesArtifact, selection: Selection | set[str] | None = None, scan_tars: bool = True) -> ImageTable:
+    if isinstance(selection, Selection):
+        selection.check_shards(images.shards, images.path)
+    capacity = _row_bound(images, selection)
+    builder = _TableBuilder(capacity)
+
+    def locate(item: tuple[int, str]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        shard_id, shard = item
+        return (shard_id, *shard_locations(images, shard, selection, scan_tars))
+
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        for shard_id, keys, offsets, sizes in pool.map(locate, enumerate(images.shards)):
+            builder.add(shard_id, keys, offsets, sizes)
+    if builder.n == 0:
+        what = "selected ok images" if selection is not None else "ok images"
+        raise ArtifactError(f"{images.path}: no {what} to train on")
+    keys, shard_ids, offsets, sizes = builder.finish()
+    if len(keys) > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+        order = np.argsort(keys, kind="stable")  # shards in key order need no sort (crawl-ingest's layout)
+        keys, shard_ids, offsets, sizes = keys[order], shard_ids[order], offsets[order], sizes[order]
+        repeated = np.flatnonzero(keys[1:] == keys[:-1])
+        if repeated.size:
+            raise ArtifactError(f"{images.path}: key {keys[repeated[0]].decode()} appears in more than one shard")
+    return ImageTable(images.path, [images.tar_path(s) for s in images.shards], keys, shard_ids, offsets, sizes)
+
+
+def _row_bound(images: ImagesArtifact, selection: Selection | set[str] | None) -> int:
+    bound = sum(int(s.get("rows", 0)) for s in images.manifest.shards)
+    if isinstance(selection, Selection):
+        bound = min(bound, selection.num_keys)
+    elif selection is not None:
+        bound = min(bound, len(selection))
+    return bound
+
+
+class _TableBuilder:
+    """Appends per-shard arrays into arrays preallocated at an upper bound of the row count, then
+    shrinks them in place: the build never holds two copies of the table."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(int(capacity), 0)
+        self.n = 0
+        self.keys = np.zeros(self.capacity, dtype="S1")
+        self.shard_ids = np.zeros(self.capacity, dtype=np.int32)
+        self.offsets = np.zeros(self.capacity, dtype=np.int64)
+        self.sizes = np.zeros(self.capacity, dtype=np.int32)
+
+    def add(self, shard_id: int, keys: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> None:
+        m = len(keys)
+        if not m:
+            return
+        if self.n + m > self.capacity:
+            raise ArtifactError(f"shard {shard_id}: more ok rows than the manifest counts ({self.n + m} > {self.capacity})")
+        if keys.dtype.itemsize > self.keys.dtype.itemsize:
+            self.keys = self.keys.astype(keys.dtype)  # wider keys than seen so far: rare, one copy
+        stop = self.n + m
+        self.keys[self.n:stop] = keys
+        self.shard_ids[self.n:stop] = shard_id
+        self.offsets[self.n:stop] = offsets
+        self.sizes[self.n:stop] = sizes
+        self.n = stop
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        for name in TABLE_FILES:
+            getattr(self, name).resize(self.n, refcheck=False)
+        return self.keys, self.shard_ids, self.offsets, self.sizes
+
+
+def fixed_width_keys(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A string column as a numpy bytes array, without a Python object per row when the keys have
+    one width (crawl-ingest's zero-padded positions)."""
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(col)
+    if n == 0:
+        return np.zeros(0, dtype="S1")
+    if col.null_count:
+        raise ArtifactError("a key is null")
+    col = col.cast(pa.string())
+    bounds = np.frombuffer(col.buffers()[1], dtype=np.int32, count=n + 1, offset=col.offset * 4)
+    width = int(bounds[1] - bounds[0])
+    if width > 0 and bool(np.all(np.diff(bounds) == width)):
+        data = np.frombuffer(col.buffers()[2], dtype=np.uint8, count=n * width, offset=int(bounds[0]))
+        return data.view(f"S{width}").copy()
+    return np.array(col.to_pylist(), dtype=bytes)
+
+
+def shard_locations(images: ImagesArtifact, shard: str, selection: Selection | set[str] | None = None,
+                    scan_tars: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(keys, offsets, sizes) of the ok (and selected) images of one shard, in index order."""
+    path = images.index_path(shard)
+    if not path.exists():
+        raise ArtifactError(f"{path}: index of shard {shard} is missing")
+    try:
+        index = pq.ParquetFile(path)
+        names = index.schema_arrow.names
+        columns = ["key", "status", "bytes"] + (["offset"] if "offset" in names else [])
+        table = index.read(columns=columns, use_threads=False)
+    except (OSError, pa.ArrowException) as exc:
+        raise ArtifactError(f"{path}: unreadable shard index ({exc})") from None
+    table = table.filter(pc.equal(table.column("status"), "ok"))
+    keys = fixed_width_keys(table.column("key"))
+    wanted = _selected(selection, shard, keys)
+    if wanted is not None:
+        table, keys = table.filter(pa.array(wanted)), keys[wanted]
+    if "offset" in names and table.column("offset").null_count == 0:
+        offsets = table.column("offset").to_numpy().astype(np.int64)
+        sizes = table.column("bytes").to_numpy().astype(np.int32)
+        return keys, offsets, sizes
+    return _sidecar_or_scan(images, shard, keys, scan_tars)
+
+
+def _selected(selection: Selection | set[str] | None, shard: str, keys: np.ndarray) -> np.ndarray | None:
+    if selection is None:
+        return None
+    if isinstance(selection, Selection):
+        return selection.mask(shard, keys)
+    return np.isin(keys, np.array(sorted(selection), dtype=bytes)) if selection else np.zeros(len(keys), bool)
+
+
+# ---------------------------------------------------------------- artifacts without recorded offsets
+def sidecar_path(images: ImagesArtifact, shard: str) -> Path:
+    return images.path / OFFSETS_DIR / f"{shard}.parquet"
+
+
+def _tar_bytes(images: ImagesArtifact, shard: str) -> int | None:
+    """The tar's size: tars of a complete artifact never change, so a sidecar for another size is stale."""
+    try:
+        return images.tar_path(shard).stat().st_size
+    except OSError:
+        return None
+
+
+def read_sidecar(images: ImagesArtifact, shard: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The offsets recorded by `lvd index-offsets` for a shard, or None (absent or for another tar)."""
+    path = sidecar_path(images, shard)
+    if not path.exists():
+        return None
+    table = pq.read_table(path)
+    recorded = (table.schema.metadata or {}).get(b"tar_bytes")
+    if recorded is None or int(recorded) != _tar_bytes(images, shard):
+        return None
+    return (fixed_width_keys(table.column("key")), table.column("offset").to_numpy().astype(np.int64),
+            table.column("size").to_numpy().astype(np.int32))
+
+
+def write_sidecar(images: ImagesArtifact, shard: str, keys: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> Path:
+    path = sidecar_path(images, shard)
+    path.parent.mkdir(exist_ok=True)
+    table = pa.table({"key": pa.array([k.decode() for k in keys], pa.string()), "offset": offsets, "size": sizes})
+    table = table.replace_schema_metadata({"tar_bytes": str(_tar_bytes(images, shard))})
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return path
+
+
+def scan_tar(path: Path, wanted: Iterable[bytes]) -> dict[bytes, tuple[int, int]]:
+    """key -> (data offset, size) of the image member of each wanted key, from the tar headers."""
+    wanted = set(wanted)
+    found: dict[bytes, tuple[int, int]] = {}
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                stem, _, ext = member.name.rpartition(".")
+                key = stem.encode()
+                if ext in IMAGE_EXTS and key in wanted and member.isfile():
+                    found[key] = (member.offset_data, member.size)
+    except (OSError, tarfile.TarError) as exc:
+        raise ArtifactError(f"{path}: unreadable shard ({exc})") from None
+    return found
+
+
+def _sidecar_or_scan(images: ImagesArtifact, shard: str, keys: np.ndarray,
+                     scan_tars: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    side = read_sidecar(images, shard)
+    if side is not None:
+        side_keys, side_offsets, side_sizes = side
+        order = np.argsort(side_keys)
+        at = np.searchsorted(side_keys, keys, sorter=order)
+        at = order[np.minimum(at, len(order) - 1)] if len(order) else at
+        if len(keys) and (not len(order) or not bool(np.all(side_keys[at] == keys))):
+            raise ArtifactError(f"{sidecar_path(images, shard)}: lacks ok keys of shard {shard}; rerun lvd index-offsets")
+        return keys, side_offsets[at], side_sizes[at]
+    if not scan_tars:
+        raise ArtifactError(f"{images.index_path(shard)}: shard {shard} has no recorded image offsets "
+                            f"(ingested before lvd recorded them); run: lvd index-offsets --images {images.path}")
+    found = scan_tar(images.tar_path(shard), keys.tolist())
+    missing = [k for k in keys.tolist() if k not in found]
+    if missing:
+        raise ArtifactError(f"{images.tar_path(shard)}: {len(missing)} ok keys of its index have no image in the tar "
+                            f"(first: {missing[0].decode()})")
+    offsets = np.array([found[k][0] for k in keys.tolist()], dtype=np.int64)
+    sizes = np.array([found[k][1] for k in keys.tolist()], dtype=np.int32)
+    return keys, offsets, sizes

@@ -1,0 +1,158 @@
+"""The training table: offsets from the shard index (no tar reading), sidecars for older artifacts,
+a memory-mapped table that loads in well under a second at 2M rows, a bounded per-row budget."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from lvdtool.artifacts import ImagesArtifact, Manifest
+from lvdtool.artifacts.selection import Selection
+from lvdtool.data.image_table import ImageTable, build_table, cached_table, sidecar_path
+from lvdtool.errors import ArtifactError
+
+from synthetic_images import write_images_artifact
+
+LVD = str(Path(sys.executable).with_name("lvd"))
+
+
+def same_table(a: ImageTable, b: ImageTable) -> bool:
+    return all(np.array_equal(getattr(a, n), getattr(b, n)) for n in ("keys", "shard_ids", "offsets", "sizes"))
+
+
+def test_ingest_records_the_offsets_the_tar_headers_give(digits_images, tmp_path):
+    """crawl-ingest's index offsets are what a scan of the tar headers finds; the build never reads a tar."""
+    art = ImagesArtifact(digits_images)
+    from_index = build_table(art, scan_tars=False)
+    streamed = {s.key: s.data for s in art.iter_samples()}
+    assert len(from_index) == len(streamed) == 60
+    assert from_index.bytes_per_row == 28 and from_index.keys.dtype.itemsize == 12
+    with open(from_index.shard_paths[0], "rb") as f:
+        for row in np.flatnonzero(from_index.shard_ids == 0)[:5]:
+            f.seek(int(from_index.offsets[row]))
+            assert f.read(int(from_index.sizes[row])) == streamed[from_index.key(row)]
+
+
+def test_an_artifact_without_offsets_is_refused_by_name_then_indexed_by_the_command(tmp_path):
+    images = write_images_artifact(tmp_path / "old", shards=6, per_shard=5, failed_every=4, offsets=False)
+    art = ImagesArtifact(images)
+    with pytest.raises(ArtifactError, match=r"shard-000000.parquet: shard shard-000000 has no recorded image offsets.*lvd index-offsets"):
+        build_table(art, scan_tars=False)
+    scanned = build_table(art, scan_tars=True)  # the fallback reads the tar headers
+    env = {**os.environ, "LVD_QUIET": "1"}
+    done = [subprocess.run([LVD, "index-offsets", "--images", str(images)], env={**env, "RANK": str(r), "WORLD_SIZE": "2"},
+                           capture_output=True, text=True, timeout=120) for r in (0, 1)]  # two ranks split the shards
+    assert all(p.returncode == 0 for p in done), [p.stderr for p in done]
+    assert all(sidecar_path(art, s).exists() for s in art.shards)
+    assert same_table(build_table(art, scan_tars=False), scanned)
+    assert len(scanned) == 6 * 5 - 8  # every 4th record failed
+    again = subprocess.run([LVD, "index-offsets", "--images", str(images)], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"sidecar already written\W+6\b", again.stdout + again.stderr)
+
+
+def test_a_selection_filters_shard_by_shard(tmp_path):
+    images = write_images_artifact(tmp_path / "img", shards=5, per_shard=8, tars=False)
+    art = ImagesArtifact(images)
+    chosen = {s: [f"{p:012d}" for p in range(i * 8, (i + 1) * 8) if p % 3 == 0] for i, s in enumerate(art.shards)}
+    sel = tmp_path / "sel"
+    (sel / "shards").mkdir(parents=True)
+    for shard, keys in chosen.items():
+        pq.write_table(__import__("pyarrow").table({"key": keys[::-1]}), sel / "shards" / f"{shard}.parquet")
+    Manifest(kind="selection", stage="test", config={}, shards=[{"name": s, "rows": len(k)} for s, k in chosen.items()],
+             complete=True).write(sel)
+    table = build_table(art, Selection(sel), scan_tars=False)
+    assert [table.key(i) for i in range(len(table))] == sorted(k for ks in chosen.values() for k in ks)
+    assert table.shard_ids.tolist() == [i for i, ks in enumerate(chosen.values()) for _ in ks]
+    # A hand-made selection with shards named otherwise: the same keys, joined against all of them at once.
+    other = tmp_path / "other"
+    (other / "shards").mkdir(parents=True)
+    pq.write_table(__import__("pyarrow").table({"key": [k for ks in chosen.values() for k in ks][::-1]}),
+                   other / "shards" / "picked-000000.parquet")
+    Manifest(kind="selection", stage="test", config={}, shards=[{"name": "picked-000000", "rows": len(table)}],
+             complete=True).write(other)
+    assert same_table(build_table(art, Selection(other), scan_tars=False), table)
+
+
+def test_two_million_rows_over_2000_shards_map_in_under_a_second(tmp_path):
+    """Built once from the indexes (the tars do not even exist), then every start maps the saved
+    table: the load is a few file opens whatever N is."""
+    images = write_images_artifact(tmp_path / "big", shards=2000, per_shard=1000, tars=False)
+    art = ImagesArtifact(images)
+    started = time.perf_counter()
+    table = cached_table(art, None, tmp_path / "run" / "data_table", "fp1", build=True, scan_tars=False)
+    build_seconds = time.perf_counter() - started
+    assert len(table) == 2_000_000 and isinstance(table.keys, np.memmap)
+    started = time.perf_counter()
+    again = cached_table(art, None, tmp_path / "run" / "data_table", "fp1", build=False)
+    load_seconds = time.perf_counter() - started
+    assert load_seconds < 1.0, f"mapping the saved table took {load_seconds:.2f} s"
+    assert again.key(1_234_567) == "000001234567" and int(again.shard_ids[1_234_567]) == 1234
+    assert int(again.offsets[999]) == 1536 * 999
+    print(f"2M rows / 2000 shards: build {build_seconds:.2f} s, load {load_seconds * 1000:.1f} ms")
+    with pytest.raises(ArtifactError, match="no training table for these inputs"):
+        cached_table(art, None, tmp_path / "run" / "data_table", "other inputs", build=False)
+
+
+def test_the_build_holds_about_28_bytes_per_row_and_no_python_object_per_row(tmp_path):
+    peaks = {}
+    for n in (50_000, 100_000, 200_000):
+        images = write_images_artifact(tmp_path / f"n{n}", shards=50, per_shard=n // 50, tars=False)
+        art = ImagesArtifact(images)
+        tracemalloc.start()
+        table = build_table(art, scan_tars=False)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert len(table) == n
+        del table
+    slope = (peaks[200_000] - peaks[50_000]) / 150_000
+    assert slope <= 32, f"{slope:.1f} bytes per row (peaks {peaks})"
+    assert peaks[200_000] <= 32 * 200_000 + 2_000_000
+
+
+def test_a_loader_under_a_128_file_limit_reads_300_shards(tmp_path):
+    """One image per shard, 300 shards, RLIMIT_NOFILE 128: the reader's bound keeps the loader
+    running through a whole epoch; the same process with an unbounded reader fails."""
+    images = write_images_artifact(tmp_path / "many", shards=300, per_shard=1)
+    code = (
+        "import resource, sys, itertools; from lvdtool.artifacts import ImagesArtifact;"
+        "from lvdtool.data.image_table import build_table; from lvdtool.data import pretrain_loader as pl;"
+        "from lvdtool.data.augment import MultiCropAugment, MultiCropConfig; from lvdtool.data.sampler import DataCursor;"
+        "from lvdtool.ssl.masking import BatchMaskSampler;"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128));"
+        "t = build_table(ImagesArtifact(sys.argv[1]), scan_tars=False);"
+        "aug = MultiCropAugment(MultiCropConfig(global_crops_size=16, local_crops_size=8, n_local_crops=1));"
+        "ds = pl.PretrainBatches(t, aug, BatchMaskSampler((2, 2)), 0, None); ds.reader = pl.ImageReader(t, int(sys.argv[2]));"
+        "loader, _ = pl.build_pretrain_loader(ds, 50, 0, 1, DataCursor(), workers=0);"
+        "n = sum(b['global_crops'].shape[0] for b in itertools.islice(loader, 6)); print(n, ds.reader.open_files())"
+    )
+    run = lambda max_open: subprocess.run([sys.executable, "-c", code, str(images), str(max_open)],  # noqa: E731
+                                          capture_output=True, text=True, timeout=300)
+    bounded = run(64)
+    assert bounded.returncode == 0, bounded.stderr[-2000:]
+    assert bounded.stdout.split() == ["600", "64"]  # 6 batches x 50 images x 2 global crops
+    unbounded = run(1000)
+    assert unbounded.returncode != 0 and "Too many open files" in unbounded.stderr
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_resumed_not_refused(tmp_path):
+    """The table is written at start, before the run's manifest: the same command must still resume
+    (a folder with anything else in it is still refused)."""
+    from lvdtool.errors import ArtifactError as Refused
+    from lvdtool.train.run_dir import prepare_run_dir
+
+    run = tmp_path / "run"
+    (run / "data_table").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("")
+    prepare_run_dir(run, {}, overwrite=False)
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(Refused, match="exists and is not a pretrain run directory"):
+        prepare_run_dir(run, {}, overwrite=False)
