@@ -2,13 +2,16 @@
 
 Records are numbered in input order (all URL lists, then all folders, each in the order given);
 record p goes to shard p // shard_size and gets key f"{p:012d}", so a rerun makes the same keys.
-Each shard is fetched, decoded, validated, resized and written (tar + index) then committed;
-cross-shard exact and perceptual deduplication runs once, when every shard is done, and writes
-the final per-shard indexes with status `duplicate` and the key each duplicate repeats.
+Each shard is fetched, decoded, validated, resized and written (tar + index) then committed.
+When every shard is done, the cross-shard exact and perceptual dedup runs bucket by bucket on all
+ranks (lvdtool.ingest.bucket_dedup, files under _work/dedup/) and each rank writes the final
+indexes of its shards with status `duplicate` and the key each duplicate repeats.
 """
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import MISSING
 
-from lvdtool.artifacts.fingerprint import directory_fingerprint, file_fingerprint
+from lvdtool.artifacts import run_lock
+from lvdtool.artifacts.atomic import atomic_write_json
+from lvdtool.artifacts.fingerprint import directory_fingerprint, file_fingerprint, file_sha256
 from lvdtool.artifacts.images import ImageShardWriter, index_table
 from lvdtool.artifacts.manifest import InputRef, read_manifest
 from lvdtool.artifacts.ranks import RankInfo, rank_info
@@ -28,12 +33,11 @@ from lvdtool.concurrency import ordered_map
 from lvdtool.local_processes import fan_out
 from lvdtool.config import compose_config
 from lvdtool.console import console, print_summary, progress
-from lvdtool.errors import ConfigError, InputError
+from lvdtool.errors import ArtifactError, ConfigError, InputError
 from lvdtool.ingest import (
     FaceBlurrer,
     Fetcher,
     FetchConfig,
-    PerceptualIndex,
     ProcessConfig,
     SourceRecord,
     content_hash,
@@ -45,6 +49,7 @@ from lvdtool.ingest import (
     read_url_list,
     scan_directory,
 )
+from lvdtool.ingest.dedup_work import DedupWork, apply_duplicates, auto_buckets
 
 KEY_DIGITS = 12
 
@@ -63,6 +68,7 @@ class DedupConfig:
     exact: bool = True
     perceptual: bool = True
     max_distance: int = 4
+    buckets: int = 0  # 0: from the record count (about 1M rows a bucket)
 
 
 @dataclass
@@ -79,6 +85,7 @@ class CrawlIngestConfig:
     threads: int = 32
     processes: int = 1
     verify: str = "size"
+    wait_s: float = 600.0
     fetch: FetchConfig = field(default_factory=FetchConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
@@ -225,57 +232,116 @@ def write_shard(out: ShardedOutput, index: int, records: list[SourceRecord], pro
     return out.commit(name, {tar_rel: tar_tmp, idx_rel: idx_tmp}, rows=len(rows), stats=stats)
 
 
-# ---------------------------------------------------------------- global dedup at finalisation
+# ---------------------------------------------------------------- cross-shard dedup, bucket by bucket
+def _dedup_work(out: ShardedOutput, cfg: CrawlIngestConfig, n_shards: int) -> DedupWork:
+    buckets = cfg.dedup.buckets or auto_buckets(n_shards * cfg.shard_size)  # from the config only: reruns agree
+    return DedupWork(out.dir / WORK_DIR / "dedup", buckets, cfg.dedup.exact, cfg.dedup.perceptual, cfg.dedup.max_distance)
+
+
+def _mine_first(units: list, ranks: RankInfo) -> list:
+    """This rank's units in order, then the others' from the far end: a rank that is done early takes
+    over the work of a slow or dead one, and two ranks rarely meet on one unit (if they do, both write
+    the same bytes)."""
+    own = units[ranks.rank :: ranks.world_size]
+    others = [u for i, u in enumerate(units) if i % ranks.world_size != ranks.rank]
+    return own + others[::-1]
+
+
+def _wait_for_shards(out: ShardedOutput, names: list[str], wait_s: float) -> bool:
+    """Every shard committed, waiting up to wait_s for the other ranks; False if they are not done by then."""
+    pending, deadline, pause = list(names), time.monotonic() + wait_s, 0.05
+    while True:
+        pending = [n for n in pending if not out.is_done(n)]
+        if not pending:
+            return True
+        if time.monotonic() > deadline:
+            console.print(f"crawl-ingest: {len(pending)} shards (first {pending[0]}) are not done after {wait_s:.0f} s; "
+                          "the rank that finishes them completes the dedup")
+            return False
+        time.sleep(pause)
+        pause = min(2 * pause, 5.0)
+
+
+def _kill_hook() -> int:
+    """Tests: LVD_TEST_KILL_AFTER_BUCKETS=k makes this process SIGKILL itself after resolving k buckets."""
+    return int(os.environ.get("LVD_TEST_KILL_AFTER_BUCKETS", "0") or 0)
+
+
+def _write_result_once(work: DedupWork, wait_s: float) -> None:
+    """One rank replays the greedy rule (under a lock that a dead holder cannot keep); the others wait."""
+    lock = work.root / "result.lock"
+    while not work.result_path.exists():
+        if run_lock.acquire(lock, timeout_s=wait_s):
+            try:
+                if not work.result_path.exists():
+                    work.write_result()
+            finally:
+                lock.unlink(missing_ok=True)
+        else:
+            time.sleep(0.1)
+
+
+def _write_final_index(out: ShardedOutput, work: DedupWork, name: str, result) -> None:
+    table = pq.read_table(out.dir / WORK_DIR / f"{name}.index.parquet")
+    table, counts = apply_duplicates(table, result, key_of)
+    final_rel = f"shards/{name}.parquet"
+    tmp = out.temp(final_rel)
+    pq.write_table(table, tmp, compression="zstd")
+    meta = {"bytes": tmp.stat().st_size, "sha256": file_sha256(tmp)}
+    tmp.replace(out.dir / final_rel)
+    atomic_write_json(work.final_marker(name), {**meta, **counts})
+
+
+def _final_is_current(out: ShardedOutput, work: DedupWork, name: str) -> bool:
+    marker, final = work.final_done(name), out.dir / f"shards/{name}.parquet"
+    return marker is not None and final.exists() and final.stat().st_size == marker["bytes"]
+
+
+def dedup_shards(out: ShardedOutput, cfg: CrawlIngestConfig, names: list[str]) -> bool:
+    """The cross-shard dedup in four restartable phases: rows per shard, buckets, greedy, final index per
+    shard. Returns False when other ranks' shards were not done within cfg.wait_s."""
+    if not _wait_for_shards(out, names, cfg.wait_s):
+        return False
+    work = _dedup_work(out, cfg, len(names))
+    for name in _mine_first(names, out.ranks):
+        if not work.rows_done(name):
+            work.write_rows(name, pq.read_table(out.dir / WORK_DIR / f"{name}.index.parquet",
+                                                columns=["position", "status", "content_hash", "phash"]))
+    kill_after, resolved = _kill_hook(), 0
+    with progress() as bar:
+        task = bar.add_task(f"dedup buckets rank {out.ranks.rank}", total=work.buckets)
+        for bucket in _mine_first(list(range(work.buckets)), out.ranks):
+            if not work.bucket_done(bucket):
+                work.resolve_bucket(bucket, names)
+                resolved += 1
+                if kill_after and resolved >= kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            bar.advance(task)
+    _write_result_once(work, cfg.wait_s)
+    result = work.read_result()
+    for name in _mine_first(names, out.ranks):
+        if not _final_is_current(out, work, name):
+            _write_final_index(out, work, name, result)
+    return True
+
+
 def finalize_dedup(out: ShardedOutput, cfg: CrawlIngestConfig, records: list[ShardRecord]) -> dict[str, Any]:
-    """Cross-shard dedup in key order (the first occurrence is kept), then the final per-shard indexes."""
-    tables = {r.name: pq.read_table(out.dir / WORK_DIR / f"{r.name}.index.parquet") for r in records}
-    seen_hash: dict[str, str] = {}
-    n_ok = sum(t.num_rows for t in tables.values())
-    pindex = PerceptualIndex(cfg.dedup.max_distance, expected_size=max(1, n_ok))
-    dup: dict[str, tuple[str, str]] = {}  # key -> (duplicate_of, reason)
-    for name in sorted(tables):
-        t = tables[name].select(["key", "status", "content_hash", "phash"]).to_pylist()
-        for row in t:
-            if row["status"] != "ok":
-                continue
-            key = row["key"]
-            if cfg.dedup.exact:
-                first = seen_hash.setdefault(row["content_hash"], key)
-                if first != key:
-                    dup[key] = (first, "identical bytes")
-                    continue
-            if cfg.dedup.perceptual:
-                match = pindex.nearest(row["phash"])
-                if match is not None:
-                    other, dist = match
-                    dup[key] = (other, f"perceptual hash within {dist} bits")
-                    continue
-                pindex.add(key, row["phash"])
+    """At finalisation: record each shard's final index (written by dedup_shards) and sum its counts."""
+    work = _dedup_work(out, cfg, len(records))
     status_counts: dict[str, int] = {}
+    exact = perceptual = 0
     for record in records:
-        table = tables[record.name]
-        keys = table.column("key").to_pylist()
-        status = table.column("status").to_pylist()
-        error = table.column("error").to_pylist()
-        dup_of = table.column("duplicate_of").to_pylist()
-        for i, k in enumerate(keys):
-            if k in dup:
-                dup_of[i], reason = dup[k]
-                status[i], error[i] = "duplicate", f"duplicate of {dup_of[i]} ({reason})"
-        for s in status:
-            status_counts[s] = status_counts.get(s, 0) + 1
-        table = table.set_column(table.schema.get_field_index("status"), "status", pa.array(status, pa.string()))
-        table = table.set_column(table.schema.get_field_index("error"), "error", pa.array(error, pa.string()))
-        table = table.set_column(table.schema.get_field_index("duplicate_of"), "duplicate_of", pa.array(dup_of, pa.string()))
-        final_rel = f"shards/{record.name}.parquet"
-        tmp = out.temp(final_rel)
-        pq.write_table(table, tmp, compression="zstd")
-        tmp.replace(out.dir / final_rel)
-        record.add_file(final_rel, out.dir / final_rel)
-    exact = sum(1 for v in dup.values() if v[1] == "identical bytes")
+        marker = work.final_done(record.name)
+        if marker is None:
+            raise ArtifactError(f"{out.dir}: shard {record.name} has no final index; rerun the same command")
+        record.files[f"shards/{record.name}.parquet"] = {"bytes": marker["bytes"], "sha256": marker["sha256"]}
+        for s, c in marker["status"].items():
+            status_counts[s] = status_counts.get(s, 0) + c
+        exact += marker["exact"]
+        perceptual += marker["perceptual"]
     return {
         "status": dict(sorted(status_counts.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "duplicates": {"exact": exact, "perceptual": len(dup) - exact},
+        "duplicates": {"exact": exact, "perceptual": perceptual},
     }
 
 
@@ -284,7 +350,7 @@ def _output(cfg: CrawlIngestConfig, resolved: dict[str, Any], refs: list[InputRe
             overwrite: bool = False) -> ShardedOutput:
     # Worker and process counts do not change the output, so a rerun may use other ones.
     return ShardedOutput(cfg.out, kind="images", stage="crawl-ingest", config=resolved, inputs=refs,
-                         overwrite=overwrite, ranks=ranks, resume_ignores=("threads", "processes", "verify"))
+                         overwrite=overwrite, ranks=ranks, resume_ignores=("threads", "processes", "verify", "wait_s"))
 
 
 def ingest_shards(cfg: CrawlIngestConfig, resolved: dict[str, Any], refs: list[InputRef], ranks: RankInfo) -> dict[str, Any]:
@@ -306,7 +372,8 @@ def ingest_shards(cfg: CrawlIngestConfig, resolved: dict[str, Any], refs: list[I
     if n_shards == 0:
         raise InputError("the inputs hold no records (empty URL lists or folders without images)")
     names = [shard_name(i) for i in range(n_shards)]
-    out.try_finalize(names, finalize=lambda recs: finalize_dedup(out, cfg, recs))
+    if dedup_shards(out, cfg, names):
+        out.try_finalize(names, finalize=lambda recs: finalize_dedup(out, cfg, recs))
     return {"written": done_here, "skipped": skipped, "total": n_shards}
 
 
