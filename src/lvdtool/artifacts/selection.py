@@ -39,13 +39,22 @@ class Selection:
 
     def check_shards(self, image_shards: list[str], images_path: str | Path) -> bool:
         """Match the selection's shards to the images artifact read with it. True: shard-by-shard joins.
-        False (names that are not shards of `images_path`): every key is loaded once, sorted."""
+        False (a hand-made selection whose shard names are not the images shards'): every key is
+        loaded once, sorted. A selection recorded as made from another images artifact is refused."""
         if set(self.rows) <= set(image_shards):
-            self._all = None
             return True
-        parts = [self._read_keys(name) for name in self.rows]
-        self._all = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype="S1")
+        made_from = self.manifest.extra.get("images")
+        if made_from and Path(made_from).resolve() != Path(images_path).resolve():
+            unknown = sorted(set(self.rows) - set(image_shards))
+            raise ArtifactError(f"{self.path}: selection shard {unknown[0]} is not a shard of {images_path} "
+                                f"(the selection was made from {made_from})")
+        self._load_all()
         return False
+
+    def _load_all(self) -> None:
+        if self._all is None:
+            parts = [self._read_keys(name) for name in self.rows]
+            self._all = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype="S1")
 
     def _read_keys(self, shard: str) -> np.ndarray:
         p = self.shard_path(shard)
@@ -60,10 +69,10 @@ class Selection:
     def shard_keys(self, shard: str) -> np.ndarray:
         """The selected keys of one shard, sorted, as a fixed-width bytes array (empty if none); all
         keys when the selection's shards do not follow the images artifact's (see check_shards)."""
+        if self._all is None and shard not in self.rows:
+            self._load_all()  # dedup and curate write every shard, empty ones too: this one is hand-made
         if self._all is not None:
             return self._all
-        if shard not in self.rows:
-            return np.zeros(0, dtype="S1")
         keys = self._read_keys(shard)
         keys.sort()
         return keys
