@@ -30,7 +30,7 @@ EXACT_ROW = np.dtype([("bucket", "<u4"), ("hi", "<u8"), ("lo", "<u8"), ("key", "
 BAND_ROW = np.dtype([("bucket", "<u4"), ("band", "u1"), ("phash", "<u8"), ("key", "<i8")])
 RESULT_ROW = np.dtype([("key", "<i8"), ("of", "<i8"), ("dist", "i1")])  # dist -1: identical bytes
 EXACT_DIST = -1
-_PAIR_CHUNK = 1 << 22  # candidate pairs verified at a time (bounds the memory of a large band group)
+_PAIR_CHUNK = 1 << 18  # candidate pairs verified at a time (bounds the memory of a large band group)
 
 
 def hash_words(hex_hashes: list[str]) -> tuple[np.ndarray, np.ndarray]:

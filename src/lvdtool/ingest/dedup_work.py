@@ -65,6 +65,7 @@ class DedupWork:
     exact: bool
     perceptual: bool
     max_distance: int
+    perceptual_keys: tuple[int, int] = (0, 1 << 62)  # keys [lo, hi) that take part in the perceptual dedup
 
     # ----- per shard: rows -------------------------------------------------------
     def rows_done(self, shard: str) -> bool:
@@ -81,7 +82,9 @@ class DedupWork:
             _save_npy(rows_dir / f"{shard}.exact.npy", exact_rows(keys, hi, lo, self.buckets))
         if self.perceptual:
             phash = index.column("phash").filter(pa.array(ok)).to_numpy().astype(np.uint64)
-            _save_npy(rows_dir / f"{shard}.bands.npy", band_rows(keys, phash, self.max_distance, self.buckets))
+            lo, hi = self.perceptual_keys
+            take = (keys >= lo) & (keys < hi)
+            _save_npy(rows_dir / f"{shard}.bands.npy", band_rows(keys[take], phash[take], self.max_distance, self.buckets))
         atomic_write_json(rows_dir / f"{shard}.done", {"ok_rows": int(ok.sum())})
         return int(ok.sum())
 

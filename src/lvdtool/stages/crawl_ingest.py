@@ -46,6 +46,7 @@ from lvdtool.ingest import (
     phash64,
     process_image,
     read_file,
+    count_url_list,
     read_url_list,
     scan_directory,
 )
@@ -66,8 +67,9 @@ class InputsConfig:
 @dataclass
 class DedupConfig:
     exact: bool = True
-    perceptual: bool = True
-    max_distance: int = 4
+    perceptual: bool = True  # among records of URL lists (crawled copies: re-encodes, resizes)
+    perceptual_dirs: bool = False  # among records of folders (a labelled dataset's distinct images share pHashes)
+    max_distance: int = 2  # from benchmarks/phash_calibration.py, see docs/curation.md
     buckets: int = 0  # 0: from the record count (about 1M rows a bucket)
 
 
@@ -233,9 +235,21 @@ def write_shard(out: ShardedOutput, index: int, records: list[SourceRecord], pro
 
 
 # ---------------------------------------------------------------- cross-shard dedup, bucket by bucket
-def _dedup_work(out: ShardedOutput, cfg: CrawlIngestConfig, n_shards: int) -> DedupWork:
+def _perceptual_keys(cfg: CrawlIngestConfig) -> tuple[int, int] | None:
+    """The key range of the perceptual dedup: URL-list records come first, then folder records."""
+    urls, dirs = cfg.dedup.perceptual and bool(cfg.inputs.urls), cfg.dedup.perceptual_dirs and bool(cfg.inputs.dirs)
+    if not (urls or dirs):
+        return None
+    if urls == dirs or not cfg.inputs.dirs or not cfg.inputs.urls:
+        return (0, 1 << 62)
+    n_url = sum(count_url_list(p, url_column=cfg.inputs.url_column) for p in cfg.inputs.urls)  # mixed inputs only
+    return (0, n_url) if urls else (n_url, 1 << 62)
+
+
+def _dedup_work(out: ShardedOutput, cfg: CrawlIngestConfig, n_shards: int, perceptual_keys=None) -> DedupWork:
     buckets = cfg.dedup.buckets or auto_buckets(n_shards * cfg.shard_size)  # from the config only: reruns agree
-    return DedupWork(out.dir / WORK_DIR / "dedup", buckets, cfg.dedup.exact, cfg.dedup.perceptual, cfg.dedup.max_distance)
+    return DedupWork(out.dir / WORK_DIR / "dedup", buckets, cfg.dedup.exact, perceptual_keys is not None,
+                     cfg.dedup.max_distance, perceptual_keys or (0, 0))
 
 
 def _mine_first(units: list, ranks: RankInfo) -> list:
@@ -302,7 +316,7 @@ def dedup_shards(out: ShardedOutput, cfg: CrawlIngestConfig, names: list[str]) -
     shard. Returns False when other ranks' shards were not done within cfg.wait_s."""
     if not _wait_for_shards(out, names, cfg.wait_s):
         return False
-    work = _dedup_work(out, cfg, len(names))
+    work = _dedup_work(out, cfg, len(names), _perceptual_keys(cfg))
     for name in _mine_first(names, out.ranks):
         if not work.rows_done(name):
             work.write_rows(name, pq.read_table(out.dir / WORK_DIR / f"{name}.index.parquet",
