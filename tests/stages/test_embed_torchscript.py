@@ -155,3 +155,11 @@ def test_the_cli_prints_one_line(tmp_path, images):
     assert res.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: model.path") and "no such file" in lines[0]
     res = lvd("embed", "--images", str(images), "--out", str(tmp_path / "o"), "model.kind=torchscript", check=False)
     assert res.returncode == 2 and "needs model.path=FILE" in res.stderr
+
+
+def test_a_descriptor_file_without_model_kind_is_refused(tmp_path, images, model_file):
+    from lvdtool.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.path is read with model.kind=torchscript"):
+        embed.main([f"images={images}", f"out={tmp_path / 'o'}", f"model.path={model_file}"])
+    assert not (tmp_path / "o").exists()

@@ -32,6 +32,8 @@ class ModelConfig:
             raise ConfigError(f"model.kind={self.kind!r}: expected one of {', '.join(MODEL_KINDS)}")
         if self.kind == "torchscript" and not self.path:
             raise ConfigError("model.kind=torchscript needs model.path=FILE (e.g. sscd_disc_mixup.torchscript.pt)")
+        if self.kind == "vit" and self.path:
+            raise ConfigError("model.path is read with model.kind=torchscript; a ViT backbone is given with --weights")
         if self.dim is not None and self.dim < 1:
             raise ConfigError(f"model.dim={self.dim}: must be positive")
 
