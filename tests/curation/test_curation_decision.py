@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 
 from lvdtool.curation.calibration import pairs_near_threshold
-from lvdtool.curation.decontaminate import parse_against, touched_components
+from lvdtool.curation.decontaminate import parse_against
 from lvdtool.curation.dedup_decision import FIRST_BENCHMARK, KEPT, NEAR_DUPLICATE, decide
 from lvdtool.curation.duplicate_graph import Pairs
-from lvdtool.curation.representatives import PolicyInputs, choose_representatives, policy_scores
+from lvdtool.curation.representatives import PolicyInputs, choose_representatives, duplicate_representatives, policy_scores
+from lvdtool.curation.sparse_components import SparseComponents
 from lvdtool.errors import ConfigError
+from lvdtool.index import connected_components
 
 KEYS = np.array(["k5", "k1", "k9", "k3", "k7", "k2", "k8"])
 LABELS = np.array([0, 0, 1, 1, 1, 2, 3])
@@ -34,16 +36,32 @@ def test_highest_resolution_without_images_is_a_config_error():
 
 
 def test_a_component_touched_by_two_benchmarks_goes_to_the_first():
-    reps = choose_representatives(LABELS, KEYS, [])
-    touched_a = touched_components(LABELS, np.array([3]))  # component 1
-    touched_b = touched_components(LABELS, np.array([4, 6]))  # components 1 and 3
-    d = decide(LABELS, reps, [("a", touched_a), ("b", touched_b)])
-    assert d.code.tolist() == [NEAR_DUPLICATE, KEPT, FIRST_BENCHMARK, FIRST_BENCHMARK, FIRST_BENCHMARK, KEPT,
-                               FIRST_BENCHMARK + 1]
+    # LABELS as edges: rows 0-1, 2-3-4 linked; 5 and 6 alone
+    comps = SparseComponents.from_edges(7, np.array([0, 2, 3]), np.array([1, 3, 4]))
+    assert comps.labels_of(np.arange(7)).tolist() == LABELS.tolist()
+    nodes_keys = KEYS[comps.nodes]
+    reps = duplicate_representatives(comps, nodes_keys, [])
+    assert reps.tolist() == [1, 3]  # smallest key per duplicate component
+    d = decide(comps, reps, [("a", np.array([3])), ("b", np.array([4, 6]))])
+    assert d.codes_of(np.arange(7)).tolist() == [NEAR_DUPLICATE, KEPT, FIRST_BENCHMARK, FIRST_BENCHMARK, FIRST_BENCHMARK,
+                                                 KEPT, FIRST_BENCHMARK + 1]
     assert d.removed_counts() == {"near_duplicate": 1, "contaminated:a": 3, "contaminated:b": 1}
-    assert d.reasons(d.removed_rows) == ["near_duplicate", "contaminated:a", "contaminated:a", "contaminated:a",
+    assert d.reasons(d.removed_code) == ["near_duplicate", "contaminated:a", "contaminated:a", "contaminated:a",
                                          "contaminated:b"]
-    assert d.kept_rows.tolist() == [1, 5]
+    assert d.kept_in(0, 7).tolist() == [1, 5] and d.kept_in(2, 6).tolist() == [5]
+    assert d.representative_of(np.arange(7)).tolist() == [1, 1, 3, 3, 3, 5, 6]
+
+
+def test_sparse_components_match_the_dense_labels():
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 500, 300), rng.integers(0, 500, 300)
+    comps = SparseComponents.from_edges(500, a, b)
+    dense = connected_components(500, a, b)
+    assert comps.labels_of(np.arange(500)).tolist() == dense.tolist()
+    assert comps.labels_of(np.arange(120, 260)).tolist() == dense[120:260].tolist()  # any row range alone
+    assert comps.num_components == int(dense.max()) + 1
+    roots, sizes = comps.duplicate_roots()
+    assert sizes.tolist() == [int(np.sum(dense == dense[r])) for r in roots]
 
 
 def test_calibration_takes_the_pairs_closest_to_the_threshold():

@@ -21,6 +21,7 @@ from PIL import Image
 from lvd_runner import lvd, popen
 from lvdtool.artifacts import ImageShardWriter, Manifest, index_table, read_manifest
 from lvdtool.artifacts.embeddings import EmbeddingsArtifact, embeddings_table
+from lvdtool.errors import InputError
 from lvdtool.index import assign
 from lvdtool.overrides import sugar
 from lvdtool.stages import curate as curate_stage
@@ -147,9 +148,12 @@ def test_an_input_selection_restricts_the_pool(world):
     allowed = [f"{i:012d}" for i in np.flatnonzero(labels != 0)]  # e.g. the dedup output: class 0 removed
     sel = root / "no_class0"
     (sel / "shards").mkdir(parents=True)
-    pq.write_table(pa.table({"key": allowed}), sel / "shards" / "shard-000000.parquet")
-    Manifest(kind="selection", stage="test", config={}, complete=True,
-             shards=[{"name": "shard-000000", "rows": len(allowed), "bytes": 0, "checksum": "sel", "files": []}]).write(sel)
+    entries = []
+    for s in range(4):  # selection shard S holds keys of pool shard S (400 rows each)
+        mine = [k for k in allowed if s * 400 <= int(k) < (s + 1) * 400]
+        pq.write_table(pa.table({"key": mine}), sel / "shards" / f"shard-{s:06d}.parquet")
+        entries.append({"name": f"shard-{s:06d}", "rows": len(mine), "bytes": 0, "checksum": f"sel{s}", "files": []})
+    Manifest(kind="selection", stage="test", config={}, complete=True, shards=entries).write(sel)
     out = root / "restricted"
     curate_stage.main(retrieval_overrides(world, out) + sugar(selection=str(sel)))
     rows = selection(out)
@@ -158,6 +162,17 @@ def test_an_input_selection_restricts_the_pool(world):
     stats = read_manifest(out).stats
     assert stats["pool"] == {"images": 1500, "after_selection": len(allowed), "clusters": 20}
     assert [i.role for i in read_manifest(out).inputs][:2] == ["pool", "selection"]
+
+
+def test_a_selection_key_missing_from_its_pool_shard_is_an_error(world, tmp_path):
+    """No silent loss: a selection shard naming keys its pool shard lacks is refused, naming the shard."""
+    sel = tmp_path / "wrong_shard"
+    (sel / "shards").mkdir(parents=True)
+    pq.write_table(pa.table({"key": [f"{i:012d}" for i in (1, 2, 450)]}), sel / "shards" / "shard-000000.parquet")
+    Manifest(kind="selection", stage="test", config={}, complete=True,
+             shards=[{"name": "shard-000000", "rows": 3, "bytes": 0, "checksum": "w", "files": []}]).write(sel)
+    with pytest.raises(InputError, match=r"shard-000000.parquet: 1 of its keys are not in pool shard shard-000000"):
+        curate_stage.main(retrieval_overrides(world, tmp_path / "out") + sugar(selection=str(sel)))
 
 
 def _check_cluster_sheet(path: Path, cell: int = 96, per_row: int = 8) -> None:

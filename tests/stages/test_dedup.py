@@ -203,5 +203,5 @@ def test_rerun_after_the_graph_step_reuses_it(data):
     shutil.rmtree(out / "report")
     dedup_stage.main(_overrides(root, out))
     work = read_manifest(out).extra["work"]
-    assert work["computed"] == [] and {"knn-000000", "components", "against-evalset", "removed"} <= set(work["reused"])
+    assert work["computed"] == [] and {"knn-000000", "components_sparse", "decision", "against-evalset", "removed"} <= set(work["reused"])
     assert _tables(out) == before and (out / "report" / "calibration.png").exists()

@@ -8,7 +8,7 @@ import numpy as np
 
 from lvdtool.artifacts.embeddings import EmbeddingsArtifact
 from lvdtool.curation.image_lookup import ImageLookup
-from lvdtool.curation.keyed_rows import artifact_keys
+from lvdtool.curation.keyed_rows import RowKeys
 from lvdtool.curation.report_plots import cluster_size_histograms
 from lvdtool.curation.report_sheets import ExampleRow, cluster_sheet, clusters_to_show, retrieval_sheet
 from lvdtool.curation.retrieval import SeedResult
@@ -16,10 +16,10 @@ from lvdtool.curation.seed_sets import SeedSet
 from lvdtool.curation.union import Union
 
 
-def _examples(s: SeedSet, result: SeedResult, pool_keys: np.ndarray, assignment: np.ndarray, count: int,
+def _examples(s: SeedSet, result: SeedResult, pool_keys: RowKeys, assignment: np.ndarray, count: int,
               neighbours: int) -> list[ExampleRow]:
     """A few seed images that brought images in, with those images (most similar first)."""
-    seed_keys = artifact_keys(s.artifact)
+    seed_keys = RowKeys(s.artifact)
     rows: list[ExampleRow] = []
     if s.mode == "sample":
         queries, hits = np.unique(result.query_rows, return_counts=True)
@@ -45,7 +45,7 @@ def _examples(s: SeedSet, result: SeedResult, pool_keys: np.ndarray, assignment:
 def write_pictures(
     report_dir: Path,
     report: Any,
-    pool_keys: np.ndarray,
+    pool_keys: RowKeys,
     pool_artifact: EmbeddingsArtifact,
     sets: list[SeedSet],
     results: list[SeedResult],
@@ -65,7 +65,7 @@ def write_pictures(
 
     selected_clusters = assignment[union.pool_rows]
     shown = clusters_to_show(selected_clusters, report.clusters)
-    cluster_sheet(shown, selected_clusters, pool_keys[union.pool_rows], similarity[union.pool_rows], pool_lookup,
+    cluster_sheet(shown, selected_clusters, pool_keys.subset(union.pool_rows), similarity[union.pool_rows], pool_lookup,
                   report.images_per_cluster, report_dir / "clusters.png", report.cell)
     pictures.append("clusters.png")
 

@@ -7,9 +7,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from lvdtool.artifacts.embeddings import EmbeddingsArtifact
 from lvdtool.artifacts.atomic import atomic_write_bytes, atomic_write_json
 from lvdtool.artifacts.tables import write_parquet
 from lvdtool.curation.dedup_decision import FIRST_BENCHMARK, DedupDecision
+from lvdtool.curation.keyed_rows import as_string_array, keys_of_rows
 from lvdtool.eval.metrics import markdown_table
 
 REMOVED_SCHEMA = pa.schema(
@@ -26,29 +28,34 @@ REMOVED_SCHEMA = pa.schema(
 
 def removed_table(
     decision: DedupDecision,
-    keys: np.ndarray,
+    emb: EmbeddingsArtifact,
     rows: np.ndarray,
     similarity: np.ndarray,
     eval_rows: np.ndarray,
     eval_keys: list[np.ndarray],
 ) -> pa.Table:
     """One row per removed key, sorted by key. similarity: to the representative (near_duplicate) or to
-    the nearest image of the benchmark (contaminated); eval_key names that image."""
-    codes = decision.code[rows]
-    groups = decision.labels[rows]
-    reps = decision.representatives[groups]
-    eval_key = [
-        str(eval_keys[c - FIRST_BENCHMARK][e]) if c >= FIRST_BENCHMARK and e >= 0 else None
-        for c, e in zip(codes.tolist(), eval_rows.tolist())
-    ]
+    the nearest image of the benchmark (contaminated); eval_key names that image. Keys are read only
+    for the removed rows and their representatives, as bytes (no Python string per row)."""
+    codes = decision.codes_of(rows)
+    groups = decision.components.labels_of(rows)
+    reps = decision.representative_of(rows)
+    width = max([k.dtype.itemsize for k in eval_keys] + [1])
+    eval_key = np.zeros(len(rows), dtype=f"S{width}")
+    has_eval = np.zeros(len(rows), dtype=bool)
+    for i, keys in enumerate(eval_keys):
+        mine = (codes == FIRST_BENCHMARK + i) & (eval_rows >= 0)
+        eval_key[mine] = keys[eval_rows[mine]]
+        has_eval |= mine
+    reasons = pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(decision.reason_names()))
     table = pa.table(
         {
-            "key": [str(k) for k in keys[rows]],
+            "key": as_string_array(keys_of_rows(emb, rows)),
             "group": groups.astype(np.int64),
-            "representative": [str(k) for k in keys[reps]],
-            "similarity": similarity.astype(np.float32),
-            "reason": decision.reasons(rows),
-            "eval_key": eval_key,
+            "representative": as_string_array(keys_of_rows(emb, reps)),
+            "similarity": np.asarray(similarity, np.float32),
+            "reason": reasons.dictionary_decode(),
+            "eval_key": as_string_array(eval_key, has_eval),
         },
         schema=REMOVED_SCHEMA,
     )

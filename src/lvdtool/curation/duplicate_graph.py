@@ -14,7 +14,9 @@ import numpy as np
 
 from lvdtool.curation.row_subset import RowSubset
 from lvdtool.curation.search import PoolSearcher
+from lvdtool.curation.sparse_components import SparseComponents
 from lvdtool.curation.work_state import WorkState
+from lvdtool.errors import ArtifactError
 from lvdtool.index import connected_components
 
 
@@ -72,6 +74,53 @@ def unique_undirected(pairs: Pairs) -> Pairs:
     return Pairs(lo[first], hi[first], sim[first])
 
 
+def block_name(block: int) -> str:
+    return f"knn-{block:06d}"
+
+
+def neighbour_blocks(num_rows: int, block_rows: int) -> list[tuple[int, int]]:
+    """(start, stop) of each query block: the restart unit of the graph, and the unit ranks share."""
+    return [(start, min(start + block_rows, num_rows)) for start in range(0, num_rows, block_rows)]
+
+
+def compute_neighbour_blocks(
+    searcher: PoolSearcher,
+    k: int,
+    keep_above: float,
+    block_rows: int,
+    work: WorkState,
+    owns: Callable[[int], bool] = lambda block: True,
+    on_block: Callable[[int], None] | None = None,
+) -> None:
+    """Search the query blocks this rank owns (block i -> rank i mod W) that no earlier run stored."""
+    source = searcher.database
+    n = source.num_vectors
+    k_eff = min(int(k), max(n - 1, 1))
+    for block, (start, stop) in enumerate(neighbour_blocks(n, block_rows)):
+        if not owns(block):
+            continue
+
+        def compute(start=start, stop=stop) -> tuple[dict[str, np.ndarray], dict]:
+            queries = RowSubset.range(source, start, stop)
+            sims, ids = searcher.search(queries, k_eff + 1)  # +1: the row finds itself
+            return pairs_from_knn(sims, ids, start, keep_above).arrays(), {"rows": queries.num_vectors}
+
+        work.cached(block_name(block), compute)
+        if on_block is not None:
+            on_block(stop - start)
+
+
+def load_neighbour_pairs(num_rows: int, block_rows: int, work: WorkState) -> Pairs:
+    """Every block's pairs (all blocks must be stored), each undirected pair once."""
+    parts = []
+    for block, _ in enumerate(neighbour_blocks(num_rows, block_rows)):
+        stored = work.load(block_name(block))
+        if stored is None:
+            raise ArtifactError(f"{work.path(block_name(block))}: k-NN block {block} is missing or unreadable")
+        parts.append(Pairs.from_arrays(stored[0]))
+    return unique_undirected(Pairs.concat(parts))
+
+
 def self_neighbour_pairs(
     searcher: PoolSearcher,
     k: int,
@@ -81,24 +130,17 @@ def self_neighbour_pairs(
     on_block: Callable[[int], None] | None = None,
 ) -> Pairs:
     """All pairs of rows among each other's k nearest neighbours with similarity above `keep_above`."""
-    source = searcher.database
-    n = source.num_vectors
-    k_eff = min(int(k), max(n - 1, 1))
-    parts = []
-    for block, start in enumerate(range(0, n, block_rows)):
-        def compute(start=start) -> tuple[dict[str, np.ndarray], dict]:
-            queries = RowSubset.range(source, start, start + block_rows)
-            sims, ids = searcher.search(queries, k_eff + 1)  # +1: the row finds itself
-            return pairs_from_knn(sims, ids, start, keep_above).arrays(), {"rows": queries.num_vectors}
-
-        arrays, _ = work.cached(f"knn-{block:06d}", compute)
-        parts.append(Pairs.from_arrays(arrays))
-        if on_block is not None:
-            on_block(min(block_rows, n - start))
-    return unique_undirected(Pairs.concat(parts))
+    compute_neighbour_blocks(searcher, k, keep_above, block_rows, work, on_block=on_block)
+    return load_neighbour_pairs(searcher.database.num_vectors, block_rows, work)
 
 
 def duplicate_components(num_rows: int, pairs: Pairs, threshold: float) -> np.ndarray:
     """Component label of every row in the graph of pairs strictly above `threshold` (canonical labels)."""
     edges = pairs.above(threshold)
     return connected_components(num_rows, edges.a, edges.b)
+
+
+def sparse_duplicate_components(num_rows: int, pairs: Pairs, threshold: float) -> SparseComponents:
+    """The same components held per graph node (O(pairs) memory, see `sparse_components`)."""
+    edges = pairs.above(threshold)
+    return SparseComponents.from_edges(num_rows, edges.a, edges.b)

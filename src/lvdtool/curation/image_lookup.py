@@ -8,9 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 from lvdtool.artifacts.images import ImagesArtifact
+from lvdtool.curation.keyed_rows import key_bytes
 from lvdtool.errors import ArtifactError
 
 
@@ -21,7 +23,6 @@ class ImageLookup:
         self.path = images_path
         self.problem: str | None = None
         self._artifact: ImagesArtifact | None = None
-        self._shard_of: dict[str, str] | None = None
         if not images_path:
             self.problem = "the embeddings manifest names no images artifact"
         elif not Path(images_path).exists():
@@ -36,25 +37,34 @@ class ImageLookup:
     def available(self) -> bool:
         return self._artifact is not None
 
-    def _shards(self) -> dict[str, str]:
-        if self._shard_of is None:
-            table = self._artifact.read_index(columns=["key", "shard", "status"])
-            self._shard_of = {k: s for k, s, st in zip(table.column("key").to_pylist(), table.column("shard").to_pylist(),
-                                                       table.column("status").to_pylist()) if st == "ok"}
-        return self._shard_of
+    def _shards_of(self, wanted: set[str]) -> dict[str, set[str]]:
+        """The shard of each wanted ok key, by scanning the index shard by shard (key and status
+        columns) until all are found: memory O(wanted + one index shard), no dict of every key."""
+        targets = np.array(sorted(wanted), dtype=bytes)
+        by_shard: dict[str, set[str]] = {}
+        left = len(targets)
+        for shard in self._artifact.shards:
+            if not left:
+                break
+            table = self._artifact.read_index(shard, columns=["key", "status"])
+            keys = key_bytes(table.column("key"))
+            if not len(keys):
+                continue
+            pos = np.minimum(np.searchsorted(targets, keys), len(targets) - 1)
+            ok = np.asarray(table.column("status").to_numpy(zero_copy_only=False) == "ok")
+            hit = np.flatnonzero((targets[pos] == keys) & ok)
+            if len(hit):
+                by_shard[shard] = {k.decode("utf-8") for k in keys[hit]}
+                left -= len(hit)
+        return by_shard
 
     def fetch(self, keys: Iterable[str]) -> dict[str, bytes]:
         wanted = {k for k in keys if k is not None}
         if not self.available or not wanted:
             return {}
-        shard_of = self._shards()
-        by_shard: dict[str, set[str]] = {}
-        for k in wanted:
-            if k in shard_of:
-                by_shard.setdefault(shard_of[k], set()).add(k)
         out: dict[str, bytes] = {}
-        for shard in sorted(by_shard):
-            for sample in self._artifact.iter_shard(shard, by_shard[shard]):
+        for shard, mine in sorted(self._shards_of(wanted).items()):
+            for sample in self._artifact.iter_shard(shard, mine):
                 out[sample.key] = sample.data
         return out
 

@@ -7,12 +7,15 @@ sample, and reused for every query set (self-dedup blocks, eval sets, seed sets)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-from lvdtool.errors import ConfigError
+from lvdtool.artifacts.atomic import atomic_path
+from lvdtool.errors import ArtifactError, ConfigError
 from lvdtool.index import Backend, build_faiss_index, knn_search, search_faiss_index, set_nprobe
+from lvdtool.index.faiss_index import to_gpu
 from lvdtool.index.vectors import VectorSource, as_source
 
 EXACT_INDEX = "Flat"
@@ -52,6 +55,33 @@ class PoolSearcher:
             )
             set_nprobe(self._built, self.config.nprobe)
         return self._built
+
+    def load_or_build(self, path: Path, on_main: Callable[[Callable[[], None]], None]) -> None:
+        """Use the index stored at `path` (under `_work/`), building and storing it first if absent:
+        `on_main` runs the build on rank 0 only, then every rank reads the same file, so a rerun and
+        every rank search the same trained, filled index. No-op for the exact index."""
+        if self.exact:
+            return
+        import faiss
+
+        def build() -> None:
+            if path.exists():
+                return
+            index = self._index()
+            cpu = faiss.index_gpu_to_cpu(index) if "Gpu" in type(index).__name__ else index
+            with atomic_path(path) as tmp:
+                faiss.write_index(cpu, str(tmp))
+
+        on_main(build)
+        try:
+            loaded = faiss.read_index(str(path))
+        except RuntimeError as err:
+            raise ArtifactError(f"{path}: stored faiss index unreadable ({str(err).splitlines()[0]}); delete it to rebuild") from None
+        if loaded.ntotal != self.database.num_vectors:
+            raise ArtifactError(f"{path}: stored index holds {loaded.ntotal} vectors, the pool {self.database.num_vectors}; "
+                                "delete it to rebuild")
+        self._built = to_gpu(loaded) if self.backend.faiss_gpu else loaded
+        set_nprobe(self._built, self.config.nprobe)
 
     def search(self, queries: np.ndarray | VectorSource, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(sims float32 [Nq, k], database ids int64 [Nq, k]); missing neighbours are -inf / -1."""

@@ -15,10 +15,10 @@ from lvdtool.curation.retrieval import SeedResult
 @dataclass
 class Union:
     pool_rows: np.ndarray  # int64 ascending
-    source: np.ndarray  # int64 index into the list of sets
+    source: np.ndarray  # int16 index into the list of sets
     query_rows: np.ndarray  # int64 (-1: no query)
     similarity: np.ndarray  # float32
-    n_sets: np.ndarray  # int64
+    n_sets: np.ndarray  # int16
 
     @property
     def size(self) -> int:
@@ -26,20 +26,35 @@ class Union:
 
 
 def union_of(results: list[SeedResult]) -> Union:
+    """Memory: 24 bytes per selected entry at peak (pool rows, their sort order, the sorted copy),
+    then 24 per union row (no per-row Python objects)."""
     if not results:
         e = np.zeros(0, np.int64)
-        return Union(e, e, e, np.zeros(0, np.float32), e)
-    pool = np.concatenate([r.pool_rows for r in results])
-    source = np.concatenate([np.full(len(r.pool_rows), i, np.int64) for i, r in enumerate(results)])
-    query = np.concatenate([r.query_rows for r in results])
-    sim = np.concatenate([r.similarity for r in results])
-    order = np.lexsort((source, pool))  # by pool row, then set order: the first set wins
-    pool, source, query, sim = pool[order], source[order], query[order], sim[order]
+        return Union(e, np.zeros(0, np.int16), e, np.zeros(0, np.float32), np.zeros(0, np.int16))
+    if len(results) > np.iinfo(np.int16).max:
+        raise ValueError(f"union: at most {np.iinfo(np.int16).max} sets, got {len(results)}")
+    pool = np.concatenate([r.pool_rows for r in results]).astype(np.int64, copy=False)
+    # equal pool rows keep their set order (a stable sort of sets concatenated in order): the first set wins
+    order = np.argsort(pool, kind="stable")
+    pool = pool[order]
     first = np.ones(len(pool), dtype=bool)
     first[1:] = pool[1:] != pool[:-1]
     starts = np.flatnonzero(first)
-    n_sets = np.diff(np.append(starts, len(pool)))
-    return Union(pool[first], source[first], query[first], sim[first], n_sets.astype(np.int64))
+    del first
+    n_sets = np.diff(np.append(starts, len(pool))).astype(np.int16)
+    pool = pool[starts]
+    pick = order[starts]
+    del order, starts
+    ends = np.cumsum([len(r.pool_rows) for r in results])
+    source = np.searchsorted(ends, pick, side="right").astype(np.int16)
+    query = np.empty(len(pick), np.int64)
+    sim = np.empty(len(pick), np.float32)
+    for i, r in enumerate(results):
+        mine = source == i
+        local = pick[mine] - (ends[i] - len(r.pool_rows))
+        query[mine] = r.query_rows[local]
+        sim[mine] = r.similarity[local]
+    return Union(pool, source, query, sim, n_sets)
 
 
 def union_stats(union: Union, names: list[str]) -> dict[str, int | dict[str, int]]:

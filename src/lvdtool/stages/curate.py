@@ -23,7 +23,7 @@ from omegaconf import MISSING
 from lvdtool.artifacts.embeddings import EmbeddingsArtifact
 from lvdtool.artifacts.manifest import input_ref, open_input
 from lvdtool.artifacts.ranks import RankInfo
-from lvdtool.artifacts.selection import read_selection
+from lvdtool.artifacts.selection import Selection
 from lvdtool.artifacts.sharded_output import ShardedOutput
 from lvdtool.config import compose_config
 from lvdtool.console import console, print_summary, progress
@@ -31,7 +31,7 @@ from lvdtool.curation.clustering import HKMeansConfig, KMeansOptions, balanced_s
 from lvdtool.curation.curate_pictures import write_pictures
 from lvdtool.curation.curate_report import write_curate_report
 from lvdtool.curation.dry_run import curate_estimate, describe
-from lvdtool.curation.keyed_rows import artifact_keys, shard_rows
+from lvdtool.curation.keyed_rows import RowKeys, as_string_array, keys_of_rows, read_shard_keys, shard_rows
 from lvdtool.curation.retrieval import SeedResult, retrieve_nearest, sample_linked_clusters
 from lvdtool.curation.row_subset import RowSubset
 from lvdtool.curation.search import PoolSearcher, SearchConfig
@@ -84,26 +84,48 @@ class CurateConfig:
 @dataclass
 class Pool:
     artifact: EmbeddingsArtifact
-    keys: np.ndarray  # keys of the pool rows (after the input selection)
-    rows: np.ndarray  # artifact row of each pool row
+    keys: RowKeys  # keys of the pool rows (after the input selection), read lazily for reports
+    rows: np.ndarray  # int64 ascending: artifact row of each pool row
     source: Any  # VectorSource over the pool rows
     total: int  # images in the artifact
+
+    @property
+    def size(self) -> int:
+        return int(len(self.rows))
+
+
+def selected_rows(art: EmbeddingsArtifact, selection: Selection) -> np.ndarray:
+    """Artifact rows whose key the selection keeps, shard by shard (a sorted join per shard: O(rows of
+    the shard) each, no global key set). A selection key missing from its pool shard is an error."""
+    names = [s.name for s in shard_rows(art)]
+    selection.check_shards(names, art.path)
+    parts = []
+    for shard in shard_rows(art):
+        if not selection.rows.get(shard.name):
+            continue
+        keys = read_shard_keys(art, shard.name, shard.stop - shard.start)
+        mask = selection.mask(shard.name, keys)
+        found = int(mask.sum())
+        if found != selection.rows[shard.name]:
+            raise InputError(f"{selection.shard_path(shard.name)}: {selection.rows[shard.name] - found} of its keys are not in "
+                             f"pool shard {shard.name} of {art.path} (a selection of other embeddings?)")
+        parts.append(np.flatnonzero(mask).astype(np.int64) + shard.start)
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def _open_pool(cfg: CurateConfig) -> tuple[Pool, list]:
     art = EmbeddingsArtifact(cfg.pool)
     refs = [input_ref(cfg.pool, art.manifest, role="pool")]
-    keys = artifact_keys(art)
-    rows = np.arange(len(keys), dtype=np.int64)
+    rows = np.arange(art.num_vectors, dtype=np.int64)
     source: Any = art
     if cfg.selection:
-        manifest, wanted = read_selection(cfg.selection)
-        refs.append(input_ref(cfg.selection, manifest, role="selection"))
-        rows = np.flatnonzero(np.isin(keys, np.array(sorted(wanted), dtype=str)))
+        selection = Selection(cfg.selection)
+        refs.append(input_ref(cfg.selection, selection.manifest, role="selection"))
+        rows = selected_rows(art, selection)
         if not rows.size:
             raise InputError(f"{cfg.selection}: none of its keys are in the pool {cfg.pool}")
         source = RowSubset(art, rows)
-    return Pool(art, keys[rows], rows, source, len(keys)), refs
+    return Pool(art, RowKeys(art, rows), rows, source, art.num_vectors), refs
 
 
 def _set_rng(cfg: CurateConfig, name: str) -> np.random.Generator:
@@ -204,7 +226,7 @@ def run(cfg: CurateConfig, resolved: dict[str, Any], overwrite: bool = False) ->
     finalized = out.try_finalize([s.name for s in shard_rows(pool.artifact)], finalize=finalize, extra=extra)
     stats = out.manifest.stats
     print_summary(f"curate -> {cfg.out}", {
-        "pool images": len(pool.keys),
+        "pool images": pool.size,
         **{f"{n} ({r.stats['mode']})": r.stats["selected"] for n, r in zip(names, results)},
         "selected (union)": union.size, "in several sets": stats.get("union", {}).get("in_several_sets", 0),
         "work reused": ", ".join(work.reused) or "nothing",
@@ -213,36 +235,56 @@ def run(cfg: CurateConfig, resolved: dict[str, Any], overwrite: bool = False) ->
     return stats
 
 
-def _write_shards(out: ShardedOutput, pool: Pool, union: Union, names: list[str], sets: list[SeedSet], cluster_of) -> None:
-    art_rows = pool.rows[union.pool_rows]
-    # query keys of the whole union at once: one key lookup per set that has queries (sample mode)
-    query_key = np.full(union.size, None, dtype=object)
+def _query_keys(union: Union, sets: list[SeedSet]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per seed set: (sorted unique seed rows that brought union rows in, their keys as bytes):
+    memory O(seed images), read once, looked up per shard."""
+    out = []
     for j, s in enumerate(sets):
         mine = (union.source == j) & (union.query_rows >= 0)
-        if mine.any():
-            query_key[mine] = artifact_keys(s.artifact)[union.query_rows[mine]]
-    for shard in shard_rows(pool.artifact):
-        if out.is_done(shard.name):
+        rows = np.unique(union.query_rows[mine])
+        out.append((rows, keys_of_rows(s.artifact, rows)))
+    return out
+
+
+def _write_shards(out: ShardedOutput, pool: Pool, union: Union, names: list[str], sets: list[SeedSet], cluster_of,
+                  owns=lambda index: True) -> None:
+    """One selection shard per pool shard, each O(its rows): the union's artifact rows are ascending,
+    so a shard's part is one `searchsorted` slice."""
+    art_rows = pool.rows[union.pool_rows]
+    shards = shard_rows(pool.artifact)
+    cuts = np.searchsorted(art_rows, [s.start for s in shards] + [pool.total])
+    query_keys = _query_keys(union, sets)
+    seed_names = pa.array(names, pa.string())
+    for index, shard in enumerate(shards):
+        if not owns(index) or out.is_done(shard.name):
             continue
-        mine = np.flatnonzero((art_rows >= shard.start) & (art_rows < shard.stop))
-        query_keys = [None if k is None else str(k) for k in query_key[mine]]
+        mine = slice(int(cuts[index]), int(cuts[index + 1]))
+        keys = read_shard_keys(pool.artifact, shard.name, shard.stop - shard.start)[art_rows[mine] - shard.start]
+        source, query = union.source[mine], union.query_rows[mine]
+        width = max([k.dtype.itemsize for _, k in query_keys] + [1])
+        query_key = np.zeros(len(source), dtype=f"S{width}")
+        has_query = np.zeros(len(source), dtype=bool)
+        for j, (rows, set_keys) in enumerate(query_keys):
+            take = (source == j) & (query >= 0)
+            query_key[take] = set_keys[np.searchsorted(rows, query[take])]
+            has_query |= take
         table = pa.table({
-            "key": pool.keys[union.pool_rows[mine]].tolist(),
-            "seed": [names[j] for j in union.source[mine]],
-            "query_key": query_keys,
+            "key": as_string_array(keys),
+            "seed": pa.DictionaryArray.from_arrays(pa.array(source.astype(np.int32)), seed_names).dictionary_decode(),
+            "query_key": as_string_array(query_key, has_query),
             "similarity": union.similarity[mine],
             "cluster": cluster_of[union.pool_rows[mine]].astype(np.int64),
-            "n_sets": union.n_sets[mine],
+            "n_sets": union.n_sets[mine].astype(np.int64),
         }, schema=SELECTION_SCHEMA)
         rel = f"shards/{shard.name}.parquet"
         tmp = out.temp(rel)
         pq.write_table(table, tmp, compression="zstd")
-        out.commit(shard.name, {rel: tmp}, rows=len(mine), stats={"selected": len(mine)})
+        out.commit(shard.name, {rel: tmp}, rows=len(keys), stats={"selected": len(keys)})
 
 
 def _stats(pool: Pool, clusters, results: list[SeedResult], names: list[str], union: Union) -> dict[str, Any]:
     return {
-        "pool": {"images": pool.total, "after_selection": int(len(pool.keys)) if len(pool.keys) != pool.total else None,
+        "pool": {"images": pool.total, "after_selection": pool.size if pool.size != pool.total else None,
                  "clusters": int(len(clusters["centroids"]))},
         "sets": {n: {k: v for k, v in r.stats.items() if not k.startswith("_")} for n, r in zip(names, results)},
         "union": union_stats(union, names),

@@ -5,34 +5,40 @@ threshold (0.6), connected components, one representative per component; `--agai
 remove every component with a pool image above 0.45 of an eval image. The global steps (neighbour
 blocks, components, eval matches, similarities of removed rows) are saved under `_work/`; the kept
 keys are then written as one selection shard per embeddings shard.
+
+Under torchrun/srun (WORLD_SIZE > 1) the ranks share the work: k-NN query block i and output shard
+i belong to rank i mod W; an IVF index is built once on rank 0 and stored as `_work/index.faiss`
+(reused by every rank and by a rerun); components and the keep decision run on rank 0 on int
+arrays and reach the others through `_work/`. The output is byte-identical for any W.
 """
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import MISSING
 
 from lvdtool.artifacts.embeddings import EmbeddingsArtifact
-from lvdtool.artifacts.manifest import input_ref
-from lvdtool.artifacts.ranks import RankInfo
+from lvdtool.artifacts.manifest import input_ref, read_manifest
 from lvdtool.artifacts.sharded_output import ShardedOutput
 from lvdtool.config import compose_config
 from lvdtool.console import console, print_summary, progress
 from lvdtool.curation.calibration import CalibrationView, write_calibration_views
-from lvdtool.curation.decontaminate import Benchmark, eval_pool_pairs, parse_against, touched_components
-from lvdtool.curation.dedup_decision import benchmark_stats, decide, graph_stats, removed_similarities
+from lvdtool.curation.decontaminate import Benchmark, eval_pool_pairs, parse_against
+from lvdtool.curation.dedup_decision import DedupDecision, benchmark_stats, decide, graph_stats
 from lvdtool.curation.dedup_report import removed_table, write_dedup_report, write_removed
-from lvdtool.curation.duplicate_graph import Pairs, duplicate_components, self_neighbour_pairs
+from lvdtool.curation.duplicate_graph import Pairs, compute_neighbour_blocks, load_neighbour_pairs, sparse_duplicate_components
 from lvdtool.curation.image_lookup import ImageLookup
-from lvdtool.curation.keyed_rows import artifact_keys, shard_rows
-from lvdtool.curation.representatives import PolicyInputs, choose_representatives, policy_scores
+from lvdtool.curation.keyed_rows import RowKeys, ShardRows, as_string_array, keys_of_rows, read_shard_keys, shard_rows
+from lvdtool.curation.removed_similarity import removed_similarities
+from lvdtool.curation.representatives import PolicyInputs, duplicate_representatives, policy_scores
 from lvdtool.curation.search import PoolSearcher, SearchConfig
+from lvdtool.curation.sparse_components import SparseComponents
+from lvdtool.curation.stage_ranks import StageRanks, join_ranks
 from lvdtool.curation.work_state import WorkState
 from lvdtool.errors import ConfigError, InputError
 from lvdtool.index import select_backend
@@ -84,98 +90,142 @@ def _open_benchmarks(benchmarks: list[Benchmark], dim: int) -> list[EmbeddingsAr
     return arts
 
 
-def _single_process() -> RankInfo:
-    # A global step: one process does it all whatever the launcher says; a fresh run id per launch so a
-    # finalize lock left by a killed run never blocks the next one.
-    return RankInfo(rank=0, world_size=1, run_id=f"dedup-{os.getpid()}-{time.time_ns()}")
+def _write_shard(out: ShardedOutput, emb: EmbeddingsArtifact, shard: ShardRows, decision: DedupDecision) -> None:
+    """One selection shard: O(rows of the shard) (its keys, its kept rows, their labels)."""
+    rows = decision.kept_in(shard.start, shard.stop)
+    keys = read_shard_keys(emb, shard.name, shard.stop - shard.start)[rows - shard.start]
+    table = pa.table({"key": as_string_array(keys), "group": decision.components.labels_of(rows),
+                      "reason": pa.array(["kept"] * len(rows), pa.string())}, schema=SELECTION_SCHEMA)
+    rel = f"shards/{shard.name}.parquet"
+    tmp = out.temp(rel)
+    pq.write_table(table, tmp, compression="zstd")
+    out.commit(shard.name, {rel: tmp}, rows=len(rows), stats={"kept": len(rows)})
+
+
+def _decision(work: WorkState, emb: EmbeddingsArtifact, cfg: DedupConfig, pairs: Pairs, touched, images) -> None:
+    """Components, representatives and the keep decision (rank 0), stored under `_work/` for every rank."""
+    def components() -> tuple[dict, dict]:
+        return sparse_duplicate_components(emb.num_vectors, pairs, cfg.threshold).arrays(), {}
+
+    comps = SparseComponents.from_arrays(work.cached("components_sparse", components)[0])
+
+    def keep() -> tuple[dict, dict]:
+        keys = keys_of_rows(emb, comps.nodes)  # only the rows of duplicate components
+        reps = duplicate_representatives(comps, keys, policy_scores(cfg.representative, PolicyInputs(keys=keys, images=images)))
+        d = decide(comps, reps, touched)
+        return {"rep_rows": d.rep_rows, "removed": d.removed, "removed_code": d.removed_code}, {}
+
+    work.cached("decision", keep)
+
+
+def _load_decision(work: WorkState, names: list[str]) -> DedupDecision:
+    comps = SparseComponents.from_arrays(work.load("components_sparse")[0])
+    arrays = work.load("decision")[0]
+    rep_roots, _ = comps.duplicate_roots()
+    return DedupDecision(comps, rep_roots, arrays["rep_rows"], arrays["removed"], arrays["removed_code"].astype(np.int8), names)
 
 
 def run(cfg: DedupConfig, resolved: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
     _check(cfg)
+    ranks = join_ranks("dedup")
+    try:
+        return _run(cfg, resolved, overwrite, ranks)
+    finally:
+        ranks.close()
+
+
+def _run(cfg: DedupConfig, resolved: dict[str, Any], overwrite: bool, ranks: StageRanks) -> dict[str, Any]:
     emb = EmbeddingsArtifact(cfg.embeddings)
     benchmarks = parse_against(cfg.against)
     eval_arts = _open_benchmarks(benchmarks, emb.dim)
     inputs = [input_ref(cfg.embeddings, emb.manifest, role="embeddings")]
     inputs += [input_ref(b.path, a.manifest, role=f"against:{b.name}") for b, a in zip(benchmarks, eval_arts)]
-    out = ShardedOutput(cfg.out, kind="selection", stage="dedup", config=resolved, inputs=inputs, overwrite=overwrite,
-                        ranks=_single_process())
+
+    def open_out(overwrite: bool) -> ShardedOutput:
+        return ShardedOutput(cfg.out, kind="selection", stage="dedup", config=resolved, inputs=inputs, overwrite=overwrite,
+                             ranks=ranks.info)
+
+    # rank 0 starts (or clears) the output first, the others then join it
+    out = ranks.on_main(lambda: open_out(overwrite))
+    out = out if ranks.is_main else open_out(False)
     if out.already_complete:
         console.print(f"{cfg.out}: already complete, nothing to do")
         return out.manifest.stats
     backend = select_backend(cfg.device, cfg.engine, cfg.precision)
-    keys = artifact_keys(emb)
     images = emb.manifest.extra.get("images")
     work = WorkState(out.dir)
     searcher = PoolSearcher(emb, cfg.search, backend)
+    searcher.load_or_build(work.dir / "index.faiss", ranks.on_main)
     keep_above = cfg.threshold - cfg.calibration.band
+    n = emb.num_vectors
 
     with progress() as bar:
-        task = bar.add_task("dedup: k-NN graph", total=emb.num_vectors)
-        pairs = self_neighbour_pairs(searcher, cfg.k, keep_above, cfg.block_rows, work, lambda n: bar.advance(task, n))
+        task = bar.add_task("dedup: k-NN graph", total=n)
+        compute_neighbour_blocks(searcher, cfg.k, keep_above, cfg.block_rows, work, ranks.owns, lambda rows: bar.advance(task, rows))
+    ranks.barrier()
 
-    def components() -> tuple[dict, dict]:
-        return {"labels": duplicate_components(len(keys), pairs, cfg.threshold)}, {}
+    names = [b.name for b in benchmarks]
+    state: dict[str, Any] = {}
 
-    labels = work.cached("components", components)[0]["labels"]
+    def global_steps() -> None:
+        pairs = load_neighbour_pairs(n, cfg.block_rows, work)
+        eval_pairs = []
+        for b, art in zip(benchmarks, eval_arts):
+            def match(art=art) -> tuple[dict, dict]:
+                return eval_pool_pairs(searcher, art, cfg.k, cfg.against_threshold - cfg.calibration.band).arrays(), {}
 
-    eval_pairs: list[Pairs] = []
-    touched = []
-    for b, art in zip(benchmarks, eval_arts):
-        def match(art=art) -> tuple[dict, dict]:
-            return eval_pool_pairs(searcher, art, cfg.k, cfg.against_threshold - cfg.calibration.band).arrays(), {}
+            eval_pairs.append(Pairs.from_arrays(work.cached(f"against-{b.name}", match)[0]))
+        touched = [(b.name, found.above(cfg.against_threshold).b) for b, found in zip(benchmarks, eval_pairs)]
+        _decision(work, emb, cfg, pairs, touched, images)
+        decision = _load_decision(work, names)
 
-        found = Pairs.from_arrays(work.cached(f"against-{b.name}", match)[0])
-        eval_pairs.append(found)
-        touched.append((b.name, touched_components(labels, found.above(cfg.against_threshold).b)))
+        def similarities() -> tuple[dict, dict]:
+            return removed_similarities(decision, emb, eval_arts, backend, cfg.search.chunk_rows, work.dir / "rep_vectors.npy"), {}
 
-    scores = policy_scores(cfg.representative, PolicyInputs(keys=keys, images=images))
-    decision = decide(labels, choose_representatives(labels, keys, scores), touched)
+        state.update(pairs=pairs, eval_pairs=eval_pairs, removed=work.cached("removed", similarities)[0])
 
-    def similarities() -> tuple[dict, dict]:
-        return removed_similarities(decision, emb, eval_arts, backend, cfg.search.chunk_rows), {}
+    ranks.on_main(global_steps)
+    decision = _load_decision(work, names)
 
-    removed = work.cached("removed", similarities)[0]
-
-    for shard in shard_rows(emb):
-        if out.is_done(shard.name):
-            continue
-        rows = decision.kept_rows[(decision.kept_rows >= shard.start) & (decision.kept_rows < shard.stop)]
-        table = pa.table({"key": keys[rows].tolist(), "group": decision.labels[rows], "reason": ["kept"] * len(rows)},
-                         schema=SELECTION_SCHEMA)
-        rel = f"shards/{shard.name}.parquet"
-        tmp = out.temp(rel)
-        pq.write_table(table, tmp, compression="zstd")
-        out.commit(shard.name, {rel: tmp}, rows=len(rows), stats={"kept": len(rows)})
+    for index, shard in enumerate(shard_rows(emb)):
+        if ranks.owns(index) and not out.is_done(shard.name):
+            _write_shard(out, emb, shard, decision)
+    ranks.barrier()
 
     def finalize(records) -> dict[str, Any]:
-        eval_keys = [artifact_keys(a) for a in eval_arts]
-        write_removed(removed_table(decision, keys, removed["rows"], removed["similarity"], removed["eval_row"], eval_keys),
+        pairs, eval_pairs, removed = state["pairs"], state["eval_pairs"], state["removed"]
+        eval_keys = [keys_of_rows(a, np.arange(a.num_vectors)) for a in eval_arts]
+        write_removed(removed_table(decision, emb, removed["rows"], removed["similarity"], removed["eval_row"], eval_keys),
                       out.dir / "removed.parquet")
         stats = graph_stats(decision, len(pairs.above(cfg.threshold)))
         stats.pop("kept")  # summed from the shards
         stats["removed"] = decision.removed_counts()
         stats["benchmarks"] = benchmark_stats(decision, eval_pairs, [a.num_vectors for a in eval_arts], cfg.against_threshold)
         pool_images = ImageLookup(images)
-        views = [CalibrationView("calibration.png", "self", pairs, cfg.threshold, keys, keys, pool_images, pool_images)]
-        views += [CalibrationView(f"calibration_{b.name}.png", f"{b.name} vs pool", found, cfg.against_threshold, ekeys, keys,
-                                  ImageLookup(art.manifest.extra.get("images")), pool_images)
-                  for b, art, ekeys, found in zip(benchmarks, eval_arts, eval_keys, eval_pairs)]
+        pool_keys = RowKeys(emb)
+        views = [CalibrationView("calibration.png", "self", pairs, cfg.threshold, pool_keys, pool_keys, pool_images, pool_images)]
+        views += [CalibrationView(f"calibration_{b.name}.png", f"{b.name} vs pool", found, cfg.against_threshold, RowKeys(art),
+                                  pool_keys, ImageLookup(art.manifest.extra.get("images")), pool_images)
+                  for b, art, found in zip(benchmarks, eval_arts, eval_pairs)]
         pictures, notes = write_calibration_views(out.dir / "report", views, cfg.calibration.pairs, cfg.calibration.cell)
-        write_dedup_report(out.dir / "report", {**stats, "kept": len(decision.kept_rows)}, pictures, notes)
+        write_dedup_report(out.dir / "report", {**stats, "kept": decision.num_kept}, pictures, notes)
         return stats
 
     extra = {"images": images, "embeddings": str(Path(cfg.embeddings).resolve()), "descriptor": emb.manifest.extra.get("model"),
              "threshold": cfg.threshold, "against_threshold": cfg.against_threshold, "representative": cfg.representative,
              "work": {"reused": work.reused, "computed": work.computed}}
-    finalized = out.try_finalize([s.name for s in shard_rows(emb)], finalize=finalize, extra=extra)
+    finalized = ranks.on_main(lambda: out.try_finalize([s.name for s in shard_rows(emb)], finalize=finalize, extra=extra))
+    out.manifest = read_manifest(out.dir)
     stats = out.manifest.stats
-    print_summary(f"dedup -> {cfg.out}", {
-        "images": len(keys), "pairs above threshold": stats.get("pairs", 0), "components": stats.get("components", 0),
-        "kept": stats.get("kept", 0), "removed": stats.get("removed", {}),
-        "work reused": f"{len(work.reused)} of {len(work.reused) + len(work.computed)} steps",
-        "removed table": str(Path(cfg.out) / "removed.parquet"),
-        "manifest": str(Path(cfg.out) / "manifest.json") if finalized else "not written (another process is finalizing)",
-    })
+    if ranks.is_main:
+        print_summary(f"dedup -> {cfg.out}", {
+            "images": n, "pairs above threshold": stats.get("pairs", 0), "components": stats.get("components", 0),
+            "kept": stats.get("kept", 0), "removed": stats.get("removed", {}),
+            "ranks": ranks.world_size,
+            "work reused": f"{len(work.reused)} of {len(work.reused) + len(work.computed)} steps",
+            "removed table": str(Path(cfg.out) / "removed.parquet"),
+            "manifest": str(Path(cfg.out) / "manifest.json") if finalized else "not written (another process is finalizing)",
+        })
     return stats
 
 
