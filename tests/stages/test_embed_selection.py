@@ -31,12 +31,13 @@ def images(tmp_path_factory):
     return out
 
 
-def write_selection(path: Path, per_shard: dict[str, list[str]]) -> Path:
+def write_selection(path: Path, per_shard: dict[str, list[str]], images: Path | None = None) -> Path:
     (path / "shards").mkdir(parents=True)
     for shard, keys in per_shard.items():
         pq.write_table(pa.table({"key": pa.array(keys, pa.string())}), path / "shards" / f"{shard}.parquet")
     Manifest(kind="selection", stage="test", config={}, complete=True,
-             shards=[{"name": s, "rows": len(k)} for s, k in per_shard.items()]).write(path)
+             shards=[{"name": s, "rows": len(k)} for s, k in per_shard.items()],
+             extra={"images": str(images)} if images else {}).write(path)
     return path
 
 
@@ -45,12 +46,10 @@ def selection(images, tmp_path_factory):
     art = ImagesArtifact(images)
     assert len(art.shards) >= 4
     per_shard = {}
-    for i, shard in enumerate(art.shards):
+    for i, shard in enumerate(art.shards):  # one selection shard per images shard, as dedup and curate write
         ok = sorted(art.ok_keys(shard))
-        if i == 1:
-            continue  # a shard with no selected image: not even listed
-        per_shard[shard] = ok[::2] if i % 2 == 0 else ok[1:]
-    return write_selection(tmp_path_factory.mktemp("sel_art") / "selection", per_shard)
+        per_shard[shard] = [] if i == 1 else ok[::2] if i % 2 == 0 else ok[1:]
+    return write_selection(tmp_path_factory.mktemp("sel_art") / "selection", per_shard, images)
 
 
 def _batches(dataset):
@@ -87,8 +86,18 @@ def test_embed_with_selection_over_several_shards(images, selection, tmp_path):
     assert [i.role for i in m.inputs] == ["images", "selection"]
 
 
+def test_a_hand_made_selection_with_other_shard_names_selects_the_same(images, selection, tmp_path):
+    _, wanted = read_selection(selection)
+    hand = write_selection(tmp_path / "hand", {"sel-0": sorted(wanted)})
+    shards = ImagesArtifact(images).shards
+    transform = EvalTransform(crop=32)
+    got = [k for b in ShardBatches(images, shards, transform, 4, selection_path=hand) for k in b["keys"]]
+    ref = [k for b in ShardBatches(images, shards, transform, 4, selection_path=selection) for k in b["keys"]]
+    assert got == ref and sorted(got) == sorted(wanted)
+
+
 def test_a_selection_of_another_artifact_is_refused_naming_the_shard(images, tmp_path):
-    foreign = write_selection(tmp_path / "foreign", {"other-000007": ["k"]})
+    foreign = write_selection(tmp_path / "foreign", {"other-000007": ["k"]}, images=tmp_path / "other_images")
     with pytest.raises(ArtifactError, match=r"selection shard other-000007 is not a shard of .*images"):
         embed.main([f"images={images}", f"out={tmp_path / 'x'}", f"selection={foreign}", "arch=vit_test",
                     "random_init=true", "workers=0"])

@@ -4,15 +4,16 @@ Worker w of W takes shards w, w+W, ...; it yields batches of decoded, transforme
 and, after the last batch of each shard, an end marker, so the consumer knows a shard is complete
 and can commit it. Images that fail to decode are reported in the batch's `failed` list.
 
-With a selection, the worker that reads an images shard reads that shard's selection keys only
-(selection shard <S> holds keys of images shard <S>): memory is O(rows of one shard), never a
-global key set, and a shard with no selected key is not opened at all.
+With a selection, the worker that reads an images shard joins that shard's ok keys with the
+selection (`Selection.mask`: selection shard <S> holds keys of images shard <S>): Python objects for
+one shard's rows at most, never a global key set, and a shard with no selected key is not opened.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -48,11 +49,16 @@ class ShardBatches(IterableDataset):
     def _batch(self, shard: str, keys: list[str], tensors: list[torch.Tensor], failed: list) -> dict[str, Any]:
         return {"shard": shard, "keys": keys, "images": stack_or_list(tensors), "failed": failed, "end": False}
 
-    def _wanted(self, selection: Selection | None, shard: str) -> set[str] | None:
+    def _wanted(self, art: ImagesArtifact, selection: Selection | None, shard: str) -> set[str] | None:
+        """The keys of this shard to read: its ok keys that the selection keeps (a sorted join), so the
+        set is at most one shard's rows whatever the selection's size or shard names."""
         if selection is None:
             return self.keys
-        wanted = {k.decode() for k in selection.shard_keys(shard).tolist()}
-        return wanted & self.keys if self.keys is not None else wanted
+        ok = sorted(art.ok_keys(shard) if self.keys is None else art.ok_keys(shard) & self.keys)
+        if not ok:
+            return set()
+        keep = selection.mask(shard, np.array(ok, dtype=bytes))
+        return {k for k, m in zip(ok, keep.tolist()) if m}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -64,7 +70,7 @@ class ShardBatches(IterableDataset):
             tensors: list[torch.Tensor] = []
             failed: list[tuple[str, str]] = []
             total = 0
-            wanted = self._wanted(selection, shard)
+            wanted = self._wanted(art, selection, shard)
             samples = art.iter_shard(shard, wanted) if wanted is None or wanted else iter(())
             for sample in samples:
                 try:
