@@ -53,11 +53,11 @@ def key_bytes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     offsets = offsets.astype(np.int64)
     lengths = np.diff(offsets)
     width = max(int(lengths.max()), 1)
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(1, np.uint8)
     out = np.zeros((n, width), dtype=np.uint8)
-    row = np.repeat(np.arange(n, dtype=np.int64), lengths)
-    col = np.arange(int(offsets[-1] - offsets[0]), dtype=np.int64) - np.repeat(offsets[:-1] - offsets[0], lengths)
-    out[row, col] = data[offsets[0]:offsets[-1]]
+    for j in range(width):  # one byte column at a time: temporaries of ~10 bytes per key
+        has = lengths > j
+        out[:, j] = np.where(has, data[np.where(has, offsets[:-1] + j, 0)], 0)
     return out.view(f"S{width}").reshape(n)
 
 
