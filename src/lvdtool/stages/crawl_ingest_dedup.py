@@ -106,22 +106,35 @@ def _final_is_current(out: ShardedOutput, work: DedupWork, name: str) -> bool:
     return marker is not None and final.exists() and final.stat().st_size == marker["bytes"]
 
 
+def _do_unit(is_done: Callable[[], bool], do: Callable[[], Any]) -> bool:
+    """Do one unit unless it is done; True if this process did it. A rank that finalises sweeps every
+    temp file, including one a slower rank was writing for a unit done meanwhile: that is not an error."""
+    if is_done():
+        return False
+    try:
+        do()
+    except FileNotFoundError:
+        if is_done():
+            return False
+        raise
+    return True
+
+
 def dedup_shards(out: ShardedOutput, cfg: CrawlIngestConfig, names: list[str], key_of: Callable[[int], str]) -> bool:
     """The cross-shard dedup in four restartable phases: rows per shard, buckets, greedy, final index per
     shard. Returns False when other ranks' shards were not done within cfg.wait_s."""
     if not _wait_for_shards(out, names, cfg.wait_s):
         return False
     work = _dedup_work(out, cfg, len(names), _perceptual_keys(cfg))
+    columns = ["position", "status", "content_hash", "phash"]
     for name in _mine_first(names, out.ranks):
-        if not work.rows_done(name):
-            work.write_rows(name, pq.read_table(out.dir / WORK_DIR / f"{name}.index.parquet",
-                                                columns=["position", "status", "content_hash", "phash"]))
+        _do_unit(lambda: work.rows_done(name),
+                 lambda: work.write_rows(name, pq.read_table(out.dir / WORK_DIR / f"{name}.index.parquet", columns=columns)))
     kill_after, resolved = _kill_hook(), 0
     with progress() as bar:
         task = bar.add_task(f"dedup buckets rank {out.ranks.rank}", total=work.buckets)
         for bucket in _mine_first(list(range(work.buckets)), out.ranks):
-            if not work.bucket_done(bucket):
-                work.resolve_bucket(bucket, names)
+            if _do_unit(lambda: work.bucket_done(bucket), lambda: work.resolve_bucket(bucket, names)):
                 resolved += 1
                 if kill_after and resolved >= kill_after:
                     os.kill(os.getpid(), signal.SIGKILL)
@@ -129,8 +142,7 @@ def dedup_shards(out: ShardedOutput, cfg: CrawlIngestConfig, names: list[str], k
     _write_result_once(work, cfg.wait_s)
     result = work.read_result()
     for name in _mine_first(names, out.ranks):
-        if not _final_is_current(out, work, name):
-            _write_final_index(out, work, name, result, key_of)
+        _do_unit(lambda: _final_is_current(out, work, name), lambda: _write_final_index(out, work, name, result, key_of))
     return True
 
 
