@@ -63,12 +63,15 @@ def photos() -> dict[str, Image.Image]:
     return out
 
 
-def photo_tiles(images: dict[str, Image.Image]) -> list[Image.Image]:
+def photo_tiles(images: dict[str, Image.Image], min_std: float = 0.0) -> list[Image.Image]:
+    """Non-overlapping TILE x TILE crops; min_std > 0 leaves out flat ones (black sky: pixel-identical tiles)."""
     tiles = []
     for im in images.values():
         for top in range(0, im.height - TILE + 1, TILE):
             for left in range(0, im.width - TILE + 1, TILE):
-                tiles.append(im.crop((left, top, left + TILE, top + TILE)))
+                tile = im.crop((left, top, left + TILE, top + TILE))
+                if np.asarray(tile.convert("L"), float).std() >= min_std:
+                    tiles.append(tile)
     return tiles
 
 
@@ -118,6 +121,7 @@ def main() -> None:
         sets["MNIST"] = _hashes(mnist_images(args.mnist))
     sets["load_digits"] = _hashes(sklearn_digits())
     sets["photo tiles"] = _hashes(photo_tiles(pics))
+    sets["textured tiles"] = _hashes(photo_tiles(pics, min_std=3.0))
     copies = copy_distances(pics)
     print(f"# phash calibration, {time.strftime('%Y-%m-%d')}, commit {_git_commit()}, {platform.machine()} "
           f"{platform.processor() or ''} python {platform.python_version()}")
