@@ -143,3 +143,13 @@ def test_kill_in_the_bucket_phase_then_requeue_gives_the_same_result(folder, one
     (out / "manifest.json").unlink()
     lvd(*cmd, env=run_id)
     assert read_manifest(out).complete and _statuses(out) == _statuses(one_process)
+
+
+def test_a_rank_that_waits_in_vain_leaves_the_dedup_to_the_last_one(folder, one_process, tmp_path):
+    out = tmp_path / "ranks"
+    cmd = ["crawl-ingest", "--dir", str(folder), "--out", str(out), *ARGS, "wait_s=0.3"]
+    first = lvd(*cmd, env={"RANK": "0", "WORLD_SIZE": "2", "LVD_RUN_ID": "a"})  # rank 1 has not started
+    assert "are not done after" in first.stdout + first.stderr and not read_manifest(out).complete
+    assert not (out / "_work" / "dedup" / "buckets").exists()
+    lvd(*cmd, env={"RANK": "1", "WORLD_SIZE": "2", "LVD_RUN_ID": "b"})  # finds every shard done: does every unit
+    assert read_manifest(out).complete and _statuses(out) == _statuses(one_process)

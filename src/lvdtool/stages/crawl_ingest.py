@@ -82,7 +82,7 @@ class CrawlIngestConfig:
     threads: int = 32
     processes: int = 1
     verify: str = "size"
-    wait_s: float = 600.0
+    wait_s: float = 3600.0  # see configs/crawl_ingest.yaml
     fetch: FetchConfig = field(default_factory=FetchConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
