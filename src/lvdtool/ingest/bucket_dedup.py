@@ -15,8 +15,9 @@ that appear in pairs: an exact duplicate is dropped; otherwise the key is a dupl
 earlier *kept* key within d (ties: the smallest key), else kept. A chain A~B, B~C, A!~C gives
 B -> A and keeps C.
 
-Memory (the bucket phase, per row of the bucket, measured by the tests under tracemalloc): exact
-<= 48 B/row; perceptual <= 48 B per band entry (d + 1 entries a row) plus 17 B per candidate pair.
+Memory (the bucket phase, per row of the bucket, under tracemalloc): exact 45 B/row (tests hold it
+to 48); perceptual 46 B per band entry, d + 1 entries a row (tests: 56), plus the verified pairs
+(17 B each); candidates are verified 2**18 at a time, so a large band group costs time, not memory.
 Candidates: for uniform hashes about (d + 1) * n / 2**(64 / (d + 1)) per row of n rows, so a
 large d at a large n is costly (see docs/curation.md); real near-copies add their own pairs.
 """
