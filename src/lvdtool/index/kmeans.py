@@ -19,6 +19,7 @@ from lvdtool.errors import ConfigError, InputError
 from lvdtool.index.backend import Backend, as_backend
 from lvdtool.index.cluster_context import ClusterContext
 from lvdtool.index.distributed import distributed_active, partition
+from lvdtool.index.kmeans_checkpoint import KMeansCheckpoint
 from lvdtool.index.kmeans_faiss import faiss_spherical_kmeans
 from lvdtool.index.kmeans_init import InitOptions, initial_centroids
 from lvdtool.index.kmeans_torch import ACCUMULATE_DTYPES, LloydState, assign_chunks, lloyd_iteration
@@ -28,6 +29,7 @@ from lvdtool.index.vectors import (
     VectorSource,
     as_source,
     check_chunk_rows,
+    gather_rows,
     to_memory,
 )
 
@@ -97,13 +99,26 @@ def _engine_for(backend: Backend, source: VectorSource, config: KMeansConfig, ac
     return backend
 
 
-def _lloyd(source: VectorSource, init: torch.Tensor, ctx: ClusterContext, config: KMeansConfig) -> LloydState:
-    state = LloydState(centroids=init.to(ctx.device, torch.float32), history=[])
-    for _ in range(config.n_iter):
+def _lloyd(source: VectorSource, init: torch.Tensor, ctx: ClusterContext, config: KMeansConfig,
+           checkpoint: KMeansCheckpoint | None = None, start: tuple[LloydState, int, bool] | None = None) -> LloydState:
+    if start is not None:
+        state, done, converged = start
+        state.centroids = state.centroids.to(ctx.device, torch.float32)
+        if converged:
+            return state
+    else:
+        state, done = LloydState(centroids=init.to(ctx.device, torch.float32), history=[]), 0
+        if checkpoint is not None:
+            checkpoint.save(state, 0, False)
+    for iteration in range(done, config.n_iter):
         previous = state.centroids
         lloyd_iteration(source, state, ctx, config.accumulate, config.reseed_empty)
         # Same assignment -> bitwise-same sums -> same centroids: later passes would repeat.
-        if config.stop_when_converged and torch.equal(previous, state.centroids):
+        converged = config.stop_when_converged and torch.equal(previous, state.centroids)
+        last = converged or iteration + 1 == config.n_iter
+        if checkpoint is not None and (last or (iteration + 1) % checkpoint.every == 0):
+            checkpoint.save(state, iteration + 1, converged)
+        if converged:
             break
     return state
 
@@ -115,11 +130,13 @@ def spherical_kmeans(
     *,
     init_centroids: np.ndarray | None = None,
     backend: Backend | None = None,
+    checkpoint: KMeansCheckpoint | None = None,
 ) -> KMeansResult:
     """Cluster unit vectors into `n_clusters` by cosine; see `KMeansConfig` for options.
 
     `init_centroids` [k, dim] replaces the init method (used for warm starts and to compare
-    engines from the same start).
+    engines from the same start). `checkpoint` (torch engine) stores the centroids after init and
+    every `checkpoint.every` iterations, and a rerun resumes from the last one.
     """
     config = config or KMeansConfig()
     source = as_source(vectors)
@@ -138,19 +155,26 @@ def spherical_kmeans(
     fit_source, fit_ctx = source, assign_ctx
     if config.fit_sample is not None and config.fit_sample < part.global_rows:
         rows = np.sort(np.random.default_rng(config.seed).choice(part.global_rows, config.fit_sample, replace=False))
-        sample = assign_ctx.global_rows(source, rows).cpu().numpy()
-        fit_source = ArrayVectors(sample)
-        # Every rank holds the same sample: fit it locally, no all-reduce.
-        fit_ctx = ClusterContext(torch_backend, config.chunk_rows, partition(len(sample), False), False)
+        # Each rank keeps the sample rows of its own range (in RAM, streamed to the device chunk by
+        # chunk): the sample is never one tensor on one device; Lloyd on it is all-reduced like the data.
+        lo, hi = np.searchsorted(rows, [part.row_offset, part.row_offset + part.local_rows])
+        fit_source = ArrayVectors(gather_rows(source, rows[lo:hi] - part.row_offset, config.chunk_rows))
+        fit_ctx = ClusterContext(torch_backend, config.chunk_rows, partition(int(hi - lo), active), active)
 
-    if init_centroids is not None:
+    if backend.engine != "torch":
+        checkpoint = None  # faiss runs all of Lloyd in one call: nothing to resume from
+    start = checkpoint.load(k, source.dim) if checkpoint is not None else None
+    if start is not None:
+        init = start[0].centroids
+    elif init_centroids is not None:
         init = torch.from_numpy(np.ascontiguousarray(init_centroids, dtype=np.float32))
         if tuple(init.shape) != (k, source.dim):
             raise InputError(f"init_centroids: expected shape ({k}, {source.dim}), got {tuple(init.shape)}")
     else:
         options = InitOptions(rounds=config.init_rounds, oversampling=config.init_oversampling)
         init = initial_centroids(fit_source, k, config.seed, fit_ctx, config.init, options)
-    init = torch.nn.functional.normalize(init.float(), dim=1)
+    if start is None:
+        init = torch.nn.functional.normalize(init.float(), dim=1)
 
     if backend.engine == "faiss":
         centroids_np, history = faiss_spherical_kmeans(
@@ -159,7 +183,7 @@ def spherical_kmeans(
         )
         centroids, reseeded = torch.from_numpy(centroids_np), 0
     else:
-        state = _lloyd(fit_source, init, fit_ctx, config)
+        state = _lloyd(fit_source, init, fit_ctx, config, checkpoint, start)
         centroids, history, reseeded = state.centroids, state.history, state.reseeded
 
     assignment, similarity = assign_chunks(source, centroids.to(assign_ctx.device), assign_ctx)

@@ -18,7 +18,11 @@ from lvdtool.index.cluster_context import ClusterContext
 from lvdtool.index.vectors import VectorSource
 
 MAX_FAR_CANDIDATES = 1024
-ACCUMULATE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# "exact": fixed-point int64 sums (2^-40 steps, exact for clusters up to 2^23 rows). Integer addition
+# is associative, so the centroids are bit-identical whatever the chunking and however the rows are
+# split over ranks: W ranks give the bytes of one process.
+ACCUMULATE_DTYPES = {"float32": torch.float32, "float64": torch.float64, "exact": torch.int64}
+FIXED_POINT_SCALE = float(1 << 40)
 
 
 @dataclass
@@ -73,7 +77,10 @@ def lloyd_iteration(
     far = _FarRows.empty(min(k, MAX_FAR_CANDIDATES), dim, ctx.device)
     for start, x in ctx.device_chunks(source):
         best, nearest = ctx.best_match(x, state.centroids)
-        sums.index_add_(0, nearest, x.to(acc))
+        if acc == torch.int64:
+            sums.index_add_(0, nearest, torch.round(x.double() * FIXED_POINT_SCALE).long())
+        else:
+            sums.index_add_(0, nearest, x.to(acc))
         counts += torch.bincount(nearest, minlength=k)
         objective += best.to(torch.float64).sum()
         rows = torch.arange(x.shape[0], device=ctx.device) + (start + ctx.part.row_offset)
@@ -81,6 +88,8 @@ def lloyd_iteration(
     sums, counts, objective = ctx.sum(sums), ctx.sum(counts), ctx.sum(objective)
     state.history.append(float(objective) / max(1, ctx.part.global_rows))
 
+    if acc == torch.int64:
+        sums = sums.double()
     norms = sums.norm(dim=1, keepdim=True)
     updated = (sums / norms.clamp_min(1e-30)).to(torch.float32)
     empty = torch.nonzero((counts == 0) | (norms.squeeze(1) == 0)).squeeze(1)
