@@ -16,7 +16,7 @@ import pytest
 
 from lvdtool.artifacts import ImagesArtifact, Manifest
 from lvdtool.artifacts.selection import Selection
-from lvdtool.data.image_table import ImageTable, build_table, cached_table, sidecar_path
+from lvdtool.data.image_table import ImageTable, build_table, cached_table, distributed_table, sidecar_path
 from lvdtool.errors import ArtifactError
 
 from synthetic_images import write_images_artifact
@@ -103,16 +103,21 @@ def test_two_million_rows_over_2000_shards_map_in_under_a_second(tmp_path):
 
 
 def test_the_build_holds_about_28_bytes_per_row_and_no_python_object_per_row(tmp_path):
-    peaks = {}
+    """tracemalloc peaks of the build at 5e4, 1e5 and 2e5 rows, in a fresh process (threads left
+    over by other tests would count): the growth per row stays within 32 bytes."""
     for n in (50_000, 100_000, 200_000):
-        images = write_images_artifact(tmp_path / f"n{n}", shards=50, per_shard=n // 50, tars=False)
-        art = ImagesArtifact(images)
-        tracemalloc.start()
-        table = build_table(art, scan_tars=False)
-        peaks[n] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        assert len(table) == n
-        del table
+        write_images_artifact(tmp_path / f"n{n}", shards=50, per_shard=n // 50, tars=False)
+    code = (
+        "import sys, tracemalloc, json; from lvdtool.artifacts import ImagesArtifact;"
+        "from lvdtool.data.image_table import build_table; peaks = {}\n"
+        "for n in (50_000, 100_000, 200_000):\n"
+        "    art = ImagesArtifact(f'{sys.argv[1]}/n{n}'); tracemalloc.start(); t = build_table(art, scan_tars=False)\n"
+        "    peaks[n] = tracemalloc.get_traced_memory()[1]; tracemalloc.stop(); assert len(t) == n; del t\n"
+        "print(json.dumps(peaks))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peaks = {int(k): v for k, v in __import__("json").loads(proc.stdout).items()}
     slope = (peaks[200_000] - peaks[50_000]) / 150_000
     assert slope <= 32, f"{slope:.1f} bytes per row (peaks {peaks})"
     assert peaks[200_000] <= 32 * 200_000 + 2_000_000
@@ -156,3 +161,62 @@ def test_a_run_killed_before_its_first_checkpoint_is_resumed_not_refused(tmp_pat
     (run / "notes.txt").write_text("mine")
     with pytest.raises(Refused, match="exists and is not a pretrain run directory"):
         prepare_run_dir(run, {}, overwrite=False)
+
+
+def _table_rank(rank: int, world: int, port: int, folder: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from lvdtool.train.distributed import DistEnv
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    env = DistEnv(rank, world, 0, torch.device("cpu"), owns_group=False)
+    root = Path(folder)
+    try:
+        art = ImagesArtifact(root / "img")
+        table = distributed_table(art, Selection(root / "sel"), root / "run" / "data_table", "fp", rank, world,
+                                  env.run_on_all, env.run_on_main, scan_tars=False)
+        np.save(root / f"keys_{rank}.npy", np.asarray(table.keys))
+        np.save(root / f"offsets_{rank}.npy", np.asarray(table.offsets))
+        broken = ImagesArtifact(root / "broken")
+        try:
+            distributed_table(broken, None, root / "run2" / "data_table", "fp", rank, world, env.run_on_all,
+                              env.run_on_main, scan_tars=False)
+        except ArtifactError as exc:
+            (root / f"error_{rank}.txt").write_text(str(exc))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_three_gloo_ranks_build_the_table_rank_split_equal_to_one_process(tmp_path):
+    """Each rank reads the indexes of its shards, rank 0 merges: the table equals the one-process
+    build; a missing index on one rank's shard fails every rank with the same one-line error."""
+    import shutil
+    import socket
+
+    import pyarrow as pa
+    import torch.multiprocessing as mp
+
+    images = write_images_artifact(tmp_path / "img", shards=7, per_shard=9, tars=False, failed_every=5)
+    art = ImagesArtifact(images)
+    sel = tmp_path / "sel"
+    (sel / "shards").mkdir(parents=True)
+    rows = []
+    for i, shard in enumerate(art.shards):
+        keys = [f"{p:012d}" for p in range(i * 9, (i + 1) * 9) if p % 2 == 0]
+        pq.write_table(pa.table({"key": keys}), sel / "shards" / f"{shard}.parquet")
+        rows.append({"name": shard, "rows": len(keys)})
+    Manifest(kind="selection", stage="test", config={}, shards=rows, complete=True).write(sel)
+    shutil.copytree(images, tmp_path / "broken")
+    (tmp_path / "broken" / "shards" / "shard-000004.parquet").unlink()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_table_rank, args=(3, port, str(tmp_path)), nprocs=3, join=True)
+    expected = build_table(art, Selection(sel), scan_tars=False)
+    assert len(expected) == sum(1 for p in range(63) if p % 2 == 0 and p % 5 != 0)
+    for rank in range(3):
+        assert np.array_equal(np.load(tmp_path / f"keys_{rank}.npy"), expected.keys)
+        assert np.array_equal(np.load(tmp_path / f"offsets_{rank}.npy"), expected.offsets)
+        assert "shard-000004.parquet: index of shard shard-000004 is missing" in (tmp_path / f"error_{rank}.txt").read_text()
+    assert not list((tmp_path / "run").glob(".data_table.parts-*")), "the rank parts are removed after the merge"

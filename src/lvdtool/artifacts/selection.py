@@ -29,6 +29,12 @@ class Selection:
         self.manifest = manifest or open_input(self.path, "selection")
         self.rows = {s["name"]: int(s["rows"]) for s in self.manifest.shards}
         self._all: np.ndarray | None = None  # set when the shard names do not follow the images artifact's
+        self._checked = False  # check_shards found every shard name among the images shards
+
+    @property
+    def aligned(self) -> bool:
+        """True while shards are joined one by one (False once all keys had to be loaded)."""
+        return self._all is None
 
     @property
     def num_keys(self) -> int:
@@ -42,6 +48,7 @@ class Selection:
         False (a hand-made selection whose shard names are not the images shards'): every key is
         loaded once, sorted. A selection recorded as made from another images artifact is refused."""
         if set(self.rows) <= set(image_shards):
+            self._checked = True
             return True
         made_from = self.manifest.extra.get("images")
         if made_from and Path(made_from).resolve() != Path(images_path).resolve():
@@ -70,6 +77,8 @@ class Selection:
         """The selected keys of one shard, sorted, as a fixed-width bytes array (empty if none); all
         keys when the selection's shards do not follow the images artifact's (see check_shards)."""
         if self._all is None and shard not in self.rows:
+            if self._checked:
+                return np.zeros(0, dtype="S1")
             self._load_all()  # dedup and curate write every shard, empty ones too: this one is hand-made
         if self._all is not None:
             return self._all

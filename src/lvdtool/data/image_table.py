@@ -10,6 +10,7 @@ per-row Python object; the build holds that plus one shard's index at a time.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -110,24 +111,36 @@ def cached_table(images: ImagesArtifact, selection: Selection | None, directory:
 
 # ---------------------------------------------------------------- building
 def build_table(images: ImagesArtifact, selection: Selection | set[str] | None = None, scan_tars: bool = True) -> ImageTable:
+    """The whole table in this process (single-process runs, tests, the merge's reference)."""
     if isinstance(selection, Selection):
         selection.check_shards(images.shards, images.path)
-    capacity = _row_bound(images, selection)
-    builder = _TableBuilder(capacity)
+    return finish_table(images, *build_rows(images, selection, range(len(images.shards)), scan_tars), selection is not None)
 
-    def locate(item: tuple[int, str]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-        shard_id, shard = item
-        return (shard_id, *shard_locations(images, shard, selection, scan_tars))
+
+def build_rows(images: ImagesArtifact, selection: Selection | set[str] | None, shard_ids: Iterable[int],
+               scan_tars: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(keys, shard ids, offsets, sizes) of the given shards' images, grouped by shard in the order given."""
+    shard_ids = list(shard_ids)
+    builder = _TableBuilder(_row_bound(images, selection, shard_ids))
+
+    def locate(shard_id: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        return (shard_id, *shard_locations(images, images.shards[shard_id], selection, scan_tars))
 
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        for shard_id, keys, offsets, sizes in pool.map(locate, enumerate(images.shards)):
+        for shard_id, keys, offsets, sizes in pool.map(locate, shard_ids):
             builder.add(shard_id, keys, offsets, sizes)
-    if builder.n == 0:
-        what = "selected ok images" if selection is not None else "ok images"
+    return builder.finish()
+
+
+def finish_table(images: ImagesArtifact, keys: np.ndarray, shard_ids: np.ndarray, offsets: np.ndarray,
+                 sizes: np.ndarray, selected: bool = False) -> ImageTable:
+    """Rows grouped by shard in shard order -> the table, sorted by key (a no-op check for crawl-ingest's
+    layout, where shards hold consecutive keys); refuses an empty table and repeated keys."""
+    if len(keys) == 0:
+        what = "selected ok images" if selected else "ok images"
         raise ArtifactError(f"{images.path}: no {what} to train on")
-    keys, shard_ids, offsets, sizes = builder.finish()
     if len(keys) > 1 and not bool(np.all(keys[1:] > keys[:-1])):
-        order = np.argsort(keys, kind="stable")  # shards in key order need no sort (crawl-ingest's layout)
+        order = np.argsort(keys, kind="stable")
         keys, shard_ids, offsets, sizes = keys[order], shard_ids[order], offsets[order], sizes[order]
         repeated = np.flatnonzero(keys[1:] == keys[:-1])
         if repeated.size:
@@ -135,13 +148,83 @@ def build_table(images: ImagesArtifact, selection: Selection | set[str] | None =
     return ImageTable(images.path, [images.tar_path(s) for s in images.shards], keys, shard_ids, offsets, sizes)
 
 
-def _row_bound(images: ImagesArtifact, selection: Selection | set[str] | None) -> int:
-    bound = sum(int(s.get("rows", 0)) for s in images.manifest.shards)
+def _row_bound(images: ImagesArtifact, selection: Selection | set[str] | None, shard_ids: list[int]) -> int:
+    rows = [int(images.manifest.shards[i].get("rows", 0)) for i in shard_ids]
     if isinstance(selection, Selection):
-        bound = min(bound, selection.num_keys)
-    elif selection is not None:
-        bound = min(bound, len(selection))
-    return bound
+        if selection.aligned:
+            return sum(min(r, selection.rows.get(images.shards[i], 0)) for r, i in zip(rows, shard_ids))
+        return min(sum(rows), selection.num_keys)
+    if selection is not None:
+        return min(sum(rows), len(selection))
+    return sum(rows)
+
+
+# ---------------------------------------------------------------- the rank-split build
+def _part_path(parts: Path, rank: int, world: int) -> Path:
+    return parts / f"part-{rank:05d}-of-{world:05d}.npz"
+
+
+def save_part(images: ImagesArtifact, selection: Selection | None, parts: Path, rank: int, world: int,
+              scan_tars: bool = True) -> Path:
+    """Rank r of W: the rows of shards r, r+W, ... saved atomically (a rerun skips a saved part)."""
+    path = _part_path(parts, rank, world)
+    if path.exists():
+        return path
+    if selection is not None:
+        selection.check_shards(images.shards, images.path)
+    keys, shard_ids, offsets, sizes = build_rows(images, selection, range(rank, len(images.shards), world), scan_tars)
+    parts.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, keys=keys, shard_ids=shard_ids, offsets=offsets, sizes=sizes)
+    tmp.replace(path)
+    return path
+
+
+def merge_parts(images: ImagesArtifact, parts: Path, world: int, selected: bool = False) -> ImageTable:
+    """The W parts -> one table in shard order: each part's rows are scattered to their final place
+    (shard s starts after the rows of shards < s), one part in memory at a time beside the result."""
+    n_shards = len(images.shards)
+    counts = np.zeros(n_shards, dtype=np.int64)
+    width = 1
+    for r in range(world):
+        with np.load(_part_path(parts, r, world)) as part:
+            counts += np.bincount(part["shard_ids"], minlength=n_shards)
+            width = max(width, part["keys"].dtype.itemsize)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    total = int(counts.sum())
+    keys = np.zeros(total, dtype=f"S{width}")
+    shard_ids = np.zeros(total, dtype=np.int32)
+    offsets = np.zeros(total, dtype=np.int64)
+    sizes = np.zeros(total, dtype=np.int32)
+    for r in range(world):
+        with np.load(_part_path(parts, r, world)) as part:
+            ids = part["shard_ids"]
+            first = np.searchsorted(ids, ids)  # rows of a shard are contiguous and shards ascend within a part
+            dest = starts[ids] + (np.arange(len(ids)) - first)
+            keys[dest], shard_ids[dest], offsets[dest], sizes[dest] = part["keys"], ids, part["offsets"], part["sizes"]
+    return finish_table(images, keys, shard_ids, offsets, sizes, selected)
+
+
+def distributed_table(images: ImagesArtifact, selection: Selection | None, directory: Path, fingerprint: str,
+                      rank: int, world: int, run_on_all, run_on_main, scan_tars: bool = True) -> ImageTable:
+    """Every rank reads the indexes of its share of the shards, rank 0 merges the parts and saves the
+    table, every rank maps it. A saved table for these inputs is mapped directly (every restart).
+    `run_on_all` / `run_on_main` run a step on every rank / on rank 0 and raise a failure on all ranks."""
+    table = ImageTable.load(directory, images.path, fingerprint)
+    if table is not None:
+        return table
+    parts = directory.with_name(f".{directory.name}.parts-{hashlib.sha256(fingerprint.encode()).hexdigest()[:12]}")
+    run_on_all(lambda: save_part(images, selection, parts, rank, world, scan_tars))
+
+    def merge() -> None:
+        merge_parts(images, parts, world, selection is not None).save(directory, fingerprint)
+        shutil.rmtree(parts, ignore_errors=True)
+
+    run_on_main(merge)
+    loaded = ImageTable.load(directory, images.path, fingerprint)
+    if loaded is None:
+        raise ArtifactError(f"{directory}: the training table written by rank 0 is not visible here (a shared filesystem is needed)")
+    return loaded
 
 
 class _TableBuilder:

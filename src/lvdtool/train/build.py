@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -12,13 +11,14 @@ from lvdtool.artifacts.images import ImagesArtifact
 from lvdtool.artifacts.manifest import InputRef, input_ref
 from lvdtool.artifacts.selection import Selection
 from lvdtool.data.augment import ColorJitterConfig, MultiCropAugment, MultiCropConfig
-from lvdtool.data.image_table import ImageTable, cached_table
+from lvdtool.data.image_table import ImageTable, distributed_table
 from lvdtool.data.pretrain_loader import PretrainBatches
 from lvdtool.errors import ConfigError
 from lvdtool.models import backbone_fingerprint, build_backbone, extract_backbone_state, read_weights
 from lvdtool.ssl.masking import BatchMaskSampler
 from lvdtool.ssl.meta_arch import SSLMetaArch
 from lvdtool.train.config import PretrainConfig
+from lvdtool.train.distributed import DistEnv
 from lvdtool.train.flops import StepShape
 
 
@@ -54,27 +54,24 @@ TABLE_DIR = "data_table"  # in the run directory: the training table, built once
 
 
 def build_training_data(cfg: PretrainConfig, patch_size: int, run_dir: Path | None = None,
-                        run_on_main: Callable[[Callable[[], None]], None] | None = None) -> TrainingData:
+                        env: DistEnv | None = None) -> TrainingData:
     """The image table (ok keys, optionally a selection's) and the multi-crop batch dataset.
 
-    With a run directory the table is built once by rank 0 (`run_on_main`) into run_dir/data_table
-    and every rank maps it; a restart finds it there and starts in seconds whatever the artifact's size."""
+    With a run directory the table is built once, split over the ranks (each reads the indexes of
+    its share of the shards, rank 0 merges), saved in run_dir/data_table and mapped by every rank;
+    a restart maps the saved table and starts in seconds whatever the artifact's size."""
     images = ImagesArtifact(cfg.data.images)
     inputs = [input_ref(cfg.data.images, images.manifest, role="images")]
     selection = None
     if cfg.data.selection:
         selection = Selection(cfg.data.selection)
         inputs.append(input_ref(cfg.data.selection, selection.manifest, role="selection"))
-    if run_dir is None:
+    if run_dir is None or env is None:
         table = ImageTable.from_artifact(images, selection)
     else:
-        directory, fingerprint = run_dir / TABLE_DIR, "+".join(ref.fingerprint for ref in inputs)
-
-        def build() -> None:
-            cached_table(images, selection, directory, fingerprint, build=True)
-
-        (run_on_main or (lambda fn: fn()))(build)
-        table = cached_table(images, selection, directory, fingerprint, build=False)
+        fingerprint = "+".join(ref.fingerprint for ref in inputs)
+        table = distributed_table(images, selection, run_dir / TABLE_DIR, fingerprint, env.rank, env.world_size,
+                                  env.run_on_all, env.run_on_main)
     size = cfg.crops.global_crops_size
     for key, crop in (("crops.global_crops_size", size), ("crops.local_crops_size", cfg.crops.local_crops_size)):
         if crop % patch_size:

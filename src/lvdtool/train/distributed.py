@@ -57,6 +57,27 @@ class DistEnv:
             kind, text = message[0].split("\0", 1)
             raise _ERRORS.get(kind, LvdError)(text)
 
+    def run_on_all(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on every rank; if it raises an LvdError on any rank, every rank raises the first
+        such error (by rank), so no rank waits in a later collective for one that failed."""
+        error: LvdError | None = None
+        try:
+            fn()
+        except LvdError as exc:
+            error = exc
+        mine = f"{type(error).__name__}\0{error}" if error else None
+        messages: list[str | None] = [mine]
+        if self.world_size > 1:
+            messages = [None] * self.world_size
+            dist.all_gather_object(messages, mine)
+        first = next((m for m in messages if m), None)
+        if first is None:
+            return
+        if error is not None and first == mine:
+            raise error
+        kind, text = first.split("\0", 1)
+        raise _ERRORS.get(kind, LvdError)(text)
+
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()

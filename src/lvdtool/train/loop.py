@@ -91,7 +91,7 @@ class Pretrainer:
         cfg, env = self.cfg, self.env
         self.meta = build_meta_arch(cfg)
         backbone_cfg = self.meta.student.backbone.config
-        self.data = build_training_data(cfg, backbone_cfg.patch_size, self.out, env.run_on_main)
+        self.data = build_training_data(cfg, backbone_cfg.patch_size, self.out, env)
         self.inputs = list(self.data.inputs)
         self.resume_path = self.store.latest()
         resume_state = self.store.read_state(self.resume_path) if self.resume_path else None

@@ -40,7 +40,7 @@ _EARLY_ENTRIES = ("data_table", "checkpoints", "metrics.jsonl")
 
 
 def _own_entry(name: str) -> bool:
-    return name in _EARLY_ENTRIES or name.startswith(".data_table.tmp-")
+    return name in _EARLY_ENTRIES or name.startswith(".data_table.")  # its temp dir and rank parts
 
 
 def prepare_run_dir(out: Path, resolved: dict[str, Any], overwrite: bool) -> None:
