@@ -7,25 +7,31 @@ every row is then assigned in one pass: the recipe for 10^8+ images).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from lvdtool.curation.retrieval import SeedResult
+from lvdtool.curation.stage_ranks import StageRanks
 from lvdtool.curation.work_state import WorkState
 from lvdtool.errors import ConfigError, InputError
 from lvdtool.index import Hierarchy, KMeansConfig, LevelSpec, balanced_sample, hierarchical_kmeans, spherical_kmeans
+from lvdtool.index.kmeans_checkpoint import KMeansCheckpoint
 from lvdtool.index.vectors import ArrayVectors, VectorSource, to_memory
+
+
+AUTO_RANDOM_INIT_CLUSTERS = 10_000  # init=auto: kmeans|| below this many clusters, random from here on
 
 
 @dataclass
 class KMeansOptions:
     n_iter: int = 20
-    init: str = "kmeans||"  # kmeans|| | random
+    init: str = "auto"  # auto (kmeans|| below 10k clusters, random above: kmeans|| at 10^5+ is k sequential steps) | kmeans|| | random
     fit_sample: int | None = None  # Lloyd on this many random pool images, then assign all
     seed: int = 0
-    accumulate: str = "float32"  # float64 for very large clusters
-    memory_limit_gb: float = 16.0  # pools up to this size (float32) are clustered in RAM
+    accumulate: str = "exact"  # exact (fixed-point: the same bytes on any number of ranks) | float32 | float64
+    memory_limit_gb: float = 16.0  # pools up to this size (float32) are clustered in RAM (per rank)
+    checkpoint_every: int = 5  # Lloyd iterations between checkpoints under _work/ (torch engine)
 
 
 @dataclass
@@ -46,9 +52,17 @@ class HKMeansConfig:
 
 
 def kmeans_config(options: KMeansOptions, engine: str, device: str, precision: str, chunk_rows: int) -> KMeansConfig:
+    if options.checkpoint_every < 1:
+        raise ConfigError(f"kmeans.checkpoint_every: must be >= 1, got {options.checkpoint_every}")
     return KMeansConfig(n_iter=options.n_iter, seed=options.seed, init=options.init, fit_sample=options.fit_sample,
                         chunk_rows=chunk_rows, accumulate=options.accumulate, engine=engine, device=device,
-                        precision=precision, distributed=False)
+                        precision=precision, distributed=None)
+
+
+def resolve_init(config: KMeansConfig, n_clusters: int) -> KMeansConfig:
+    if config.init != "auto":
+        return config
+    return replace(config, init="random" if n_clusters >= AUTO_RANDOM_INIT_CLUSTERS else "kmeans||")
 
 
 def in_memory_if_small(source: VectorSource, limit_gb: float, chunk_rows: int) -> VectorSource:
@@ -57,18 +71,39 @@ def in_memory_if_small(source: VectorSource, limit_gb: float, chunk_rows: int) -
     return source
 
 
-def pool_kmeans(source: VectorSource, n_clusters: int, config: KMeansConfig, work: WorkState) -> dict[str, np.ndarray]:
-    """centroids [C, D], assignment [N], similarity [N] of the pool, from `_work/pool_kmeans.npz` when present."""
-    if n_clusters > source.num_vectors:
+def pool_kmeans(local: VectorSource, total_rows: int, n_clusters: int, config: KMeansConfig, work: WorkState, ranks: StageRanks,
+                checkpoint_every: int) -> dict[str, np.ndarray] | None:
+    """The pool's k-means on every rank (each passes its own consecutive rows `local`; sums are
+    all-reduced), checkpointed under `_work/` every few iterations. Each rank stores the assignment of
+    its rows; rank 0 joins them into `_work/pool_kmeans.npz` and returns centroids [C, D], assignment
+    [N], similarity [N] (other ranks get None). A stored result is reused on rerun."""
+    if n_clusters > total_rows:
         raise ConfigError(f"retrieval.pool_clusters: {n_clusters} clusters need at least as many pool images, "
-                          f"the pool has {source.num_vectors}")
+                          f"the pool has {total_rows}")
+    name = "pool_kmeans"
+    if not ranks.agree(work.exists(name) and work.load(name) is not None):
+        config = resolve_init(config, n_clusters)
+        ckpt = KMeansCheckpoint(work.path(f"{name}-checkpoint"), every=checkpoint_every, write=ranks.is_main)
+        result = spherical_kmeans(local, n_clusters, config, checkpoint=ckpt)
+        part = f"{name}-part{ranks.rank:05d}of{ranks.world_size:05d}"
+        work.save(part, {"assignment": result.assignment, "similarity": result.similarity})
+        ranks.barrier()
 
-    def compute():
-        result = spherical_kmeans(source, n_clusters, config)
-        return {"centroids": result.centroids, "assignment": result.assignment, "similarity": result.similarity}, {
-            "objective": result.objective, "engine": result.engine}
+        def join() -> None:
+            parts = [work.load(f"{name}-part{r:05d}of{ranks.world_size:05d}")[0] for r in range(ranks.world_size)]
+            work.save(name, {"centroids": result.centroids,
+                             "assignment": np.concatenate([p["assignment"] for p in parts]),
+                             "similarity": np.concatenate([p["similarity"] for p in parts])},
+                      {"objective": float(np.mean(np.concatenate([p["similarity"] for p in parts]))), "engine": result.engine,
+                       "resumed_from_iteration": ckpt.loaded_iterations})
+            work.computed.append(name)
+            for r in range(ranks.world_size):
+                work.path(f"{name}-part{r:05d}of{ranks.world_size:05d}").unlink(missing_ok=True)
 
-    return work.cached("pool_kmeans", compute)[0]
+        ranks.on_main(join)
+    elif ranks.is_main:
+        work.reused.append(name)
+    return work.load(name)[0] if ranks.is_main else None
 
 
 def _save_hierarchy(h: Hierarchy) -> dict[str, np.ndarray]:
@@ -99,7 +134,11 @@ def balanced_subset(
         raise ConfigError("hkmeans.levels: need at least one level")
 
     def compute():
-        return _save_hierarchy(hierarchical_kmeans(source, specs, config)), {}
+        def level(index: int, fit):
+            arrays, _ = work.cached(f"hierarchy-level{index}", lambda: (dict(zip(("centroids", "assignment", "similarity"), fit())), {}))
+            return arrays["centroids"], arrays["assignment"], arrays["similarity"]
+
+        return _save_hierarchy(hierarchical_kmeans(source, specs, resolve_init(config, specs[0].n_clusters), level_store=level)), {}
 
     hierarchy = _load_hierarchy(work.cached("hierarchy", compute)[0], len(specs))
     rows = balanced_sample(hierarchy, int(options.target), seed=seed, strategy=options.strategy)

@@ -54,6 +54,14 @@ class StageRanks:
         if self.active:
             dist.barrier()
 
+    def agree(self, value: bool) -> bool:
+        """Rank 0's `value` on every rank (e.g. "is this step already stored?")."""
+        if not self.active:
+            return value
+        box = [bool(value)]
+        dist.broadcast_object_list(box, src=0)
+        return bool(box[0])
+
     def on_main(self, fn: Callable[[], T]) -> T | None:
         """Run `fn` on rank 0 only; then every rank waits, and raises rank 0's error if it failed."""
         result: T | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -123,9 +123,14 @@ def hierarchical_kmeans(
     vectors: np.ndarray | VectorSource,
     levels: Sequence[LevelSpec | Sequence],
     config: KMeansConfig | None = None,
+    level_store: Callable[[int, Callable[[], tuple]], tuple] | None = None,
 ) -> Hierarchy:
     """Cluster rows, then centroids of centroids; `levels` bottom-up, e.g.
-    [(1000, 10, 5), (100, 10, 3)] = (n_clusters, n_resampling_steps, sample_size[, sampling])."""
+    [(1000, 10, 5), (100, 10, 3)] = (n_clusters, n_resampling_steps, sample_size[, sampling]).
+
+    `level_store(index, fit)` returns level `index`'s (centroids, labels, sims), calling `fit()` only
+    when it has not stored them: each level is a restart unit (a killed run resumes at the first
+    level not stored)."""
     config = replace(config or KMeansConfig(), distributed=False)
     specs = [_as_spec(level, i) for i, level in enumerate(levels)]
     if not specs:
@@ -137,7 +142,10 @@ def hierarchical_kmeans(
         if spec.n_clusters > points.num_vectors:
             raise InputError(f"levels[{index}].n_clusters: {spec.n_clusters} exceeds its {points.num_vectors} points")
         level_config = config if index == 0 else replace(config, fit_sample=None)
-        c, labels, sims = _cluster_level(points, spec, level_config, config.seed + 1000 * index)
+        def fit(points=points, spec=spec, level_config=level_config, index=index) -> tuple:
+            return _cluster_level(points, spec, level_config, config.seed + 1000 * index)
+
+        c, labels, sims = level_store(index, fit) if level_store is not None else fit()
         assignments.append(labels)
         centroids.append(c)
         similarities.append(sims)

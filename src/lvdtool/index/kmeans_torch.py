@@ -18,11 +18,11 @@ from lvdtool.index.cluster_context import ClusterContext
 from lvdtool.index.vectors import VectorSource
 
 MAX_FAR_CANDIDATES = 1024
-# "exact": fixed-point int64 sums (2^-40 steps, exact for clusters up to 2^23 rows). Integer addition
+# "exact": fixed-point int64 sums (2^-32 steps, exact for clusters up to 2^31 rows). Integer addition
 # is associative, so the centroids are bit-identical whatever the chunking and however the rows are
 # split over ranks: W ranks give the bytes of one process.
 ACCUMULATE_DTYPES = {"float32": torch.float32, "float64": torch.float64, "exact": torch.int64}
-FIXED_POINT_SCALE = float(1 << 40)
+FIXED_POINT_SCALE = float(1 << 32)
 
 
 @dataclass

@@ -5,11 +5,17 @@ sampled from pool clusters linked to more than 3 seed images, capped per set) an
 balanced subset (`--method hkmeans`: hierarchical k-means + balanced sampling). Global steps
 (pool k-means, each seed set's retrieval, the hierarchy) are saved under `_work/` and reused on
 rerun; the union is written as one selection shard per pool embeddings shard, then a report.
+
+Under torchrun/srun (WORLD_SIZE > 1): each rank filters its own shards by the input selection
+(`Selection`, a sorted join per shard) and holds its consecutive shards for the pool k-means
+(torch.distributed all-reduce, `accumulate=exact` so any W gives the bytes of one process,
+checkpointed every `kmeans.checkpoint_every` iterations); retrieval and the union run on rank 0
+(seed sets are small next to the pool; an IVF index is stored as `_work/index.faiss`); every
+rank writes the selection shards it owns (shard i -> rank i mod W). `--method hkmeans` runs in one
+process (its resampling picks rows across the whole pool) and refuses WORLD_SIZE > 1.
 """
 from __future__ import annotations
 
-import os
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +27,7 @@ import pyarrow.parquet as pq
 from omegaconf import MISSING
 
 from lvdtool.artifacts.embeddings import EmbeddingsArtifact
-from lvdtool.artifacts.manifest import input_ref, open_input
-from lvdtool.artifacts.ranks import RankInfo
+from lvdtool.artifacts.manifest import input_ref, open_input, read_manifest
 from lvdtool.artifacts.selection import Selection
 from lvdtool.artifacts.sharded_output import ShardedOutput
 from lvdtool.config import compose_config
@@ -35,11 +40,14 @@ from lvdtool.curation.keyed_rows import RowKeys, as_string_array, keys_of_rows, 
 from lvdtool.curation.retrieval import SeedResult, retrieve_nearest, sample_linked_clusters
 from lvdtool.curation.row_subset import RowSubset
 from lvdtool.curation.search import PoolSearcher, SearchConfig
+from lvdtool.curation.shard_range import ShardRange, rank_shards
+from lvdtool.curation.stage_ranks import StageRanks, join_ranks, refuse_distributed
 from lvdtool.curation.seed_sets import RetrievalDefaults, SeedSet, SeedSetConfig, resolve_seed_sets
 from lvdtool.curation.union import Union, union_of, union_stats
 from lvdtool.curation.work_state import WorkState
 from lvdtool.errors import ConfigError, InputError
 from lvdtool.index import assign, select_backend
+from lvdtool.index.vectors import VectorSource
 
 METHODS = ("retrieval", "hkmeans")
 BALANCED = "balanced"
@@ -94,13 +102,14 @@ class Pool:
         return int(len(self.rows))
 
 
-def selected_rows(art: EmbeddingsArtifact, selection: Selection) -> np.ndarray:
-    """Artifact rows whose key the selection keeps, shard by shard (a sorted join per shard: O(rows of
-    the shard) each, no global key set). A selection key missing from its pool shard is an error."""
+def selected_rows(art: EmbeddingsArtifact, selection: Selection, first: int = 0, stop: int | None = None) -> np.ndarray:
+    """Artifact rows of shards [first, stop) whose key the selection keeps, shard by shard (a sorted join
+    per shard: O(rows of the shard) each, no global key set). A selection key missing from its pool
+    shard is an error."""
     names = [s.name for s in shard_rows(art)]
     selection.check_shards(names, art.path)
     parts = []
-    for shard in shard_rows(art):
+    for shard in shard_rows(art)[first:stop]:
         if not selection.rows.get(shard.name):
             continue
         keys = read_shard_keys(art, shard.name, shard.stop - shard.start)
@@ -113,19 +122,54 @@ def selected_rows(art: EmbeddingsArtifact, selection: Selection) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def _open_pool(cfg: CurateConfig) -> tuple[Pool, list]:
+def _open_inputs(cfg: CurateConfig) -> tuple[EmbeddingsArtifact, Selection | None, list]:
     art = EmbeddingsArtifact(cfg.pool)
     refs = [input_ref(cfg.pool, art.manifest, role="pool")]
-    rows = np.arange(art.num_vectors, dtype=np.int64)
-    source: Any = art
+    selection = None
     if cfg.selection:
         selection = Selection(cfg.selection)
         refs.append(input_ref(cfg.selection, selection.manifest, role="selection"))
-        rows = selected_rows(art, selection)
-        if not rows.size:
-            raise InputError(f"{cfg.selection}: none of its keys are in the pool {cfg.pool}")
-        source = RowSubset(art, rows)
-    return Pool(art, RowKeys(art, rows), rows, source, art.num_vectors), refs
+    return art, selection, refs
+
+
+def _rank_bounds(art: EmbeddingsArtifact, ranks: StageRanks) -> np.ndarray:
+    return rank_shards(np.array([int(s["rows"]) for s in art.manifest.shards], np.int64), ranks.world_size)
+
+
+def _pool_rows(art: EmbeddingsArtifact, selection: Selection | None, work: WorkState, ranks: StageRanks) -> np.ndarray:
+    """Artifact rows of the pool (all, or the selection's): each rank filters its own shards, rank 0
+    joins the parts (consecutive shards in rank order: already ascending) into `_work/pool_rows.npz`."""
+    if selection is None:
+        return np.arange(art.num_vectors, dtype=np.int64)
+    name = "pool_rows"
+    if not ranks.agree(work.load(name) is not None):
+        bounds = _rank_bounds(art, ranks)
+        part = f"{name}-part{ranks.rank:05d}of{ranks.world_size:05d}"
+        work.save(part, {"rows": selected_rows(art, selection, int(bounds[ranks.rank]), int(bounds[ranks.rank + 1]))})
+        ranks.barrier()
+
+        def join() -> None:
+            parts = [f"{name}-part{r:05d}of{ranks.world_size:05d}" for r in range(ranks.world_size)]
+            work.save(name, {"rows": np.concatenate([work.load(p)[0]["rows"] for p in parts])})
+            for p in parts:
+                work.path(p).unlink(missing_ok=True)
+
+        ranks.on_main(join)
+    rows = work.load(name)[0]["rows"].astype(np.int64)
+    if not rows.size:
+        raise InputError(f"{selection.path}: none of its keys are in the pool {art.path}")
+    return rows
+
+
+def _local_source(pool: Pool, ranks: StageRanks, limit_gb: float, chunk_rows: int) -> VectorSource:
+    """This rank's consecutive pool rows for the distributed k-means: its own shards only."""
+    bounds = _rank_bounds(pool.artifact, ranks)
+    part = ShardRange(pool.artifact, int(bounds[ranks.rank]), int(bounds[ranks.rank + 1]))
+    lo, hi = np.searchsorted(pool.rows, [part.row_start, part.row_stop])
+    local: VectorSource = part
+    if hi - lo != part.num_vectors:
+        local = RowSubset(part, pool.rows[lo:hi] - part.row_start)
+    return in_memory_if_small(local, limit_gb, chunk_rows)
 
 
 def _set_rng(cfg: CurateConfig, name: str) -> np.random.Generator:
@@ -165,10 +209,7 @@ def _retrieve(cfg, s: SeedSet, searcher, clusters, work: WorkState, backend) -> 
     return result
 
 
-def _single_process() -> RankInfo:
-    # A global step: one process does it all whatever the launcher says; a fresh run id per launch so a
-    # finalize lock left by a killed run never blocks the next one.
-    return RankInfo(rank=0, world_size=1, run_id=f"curate-{os.getpid()}-{time.time_ns()}")
+UNION_WORK = "union"
 
 
 def run(cfg: CurateConfig, resolved: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
@@ -178,42 +219,78 @@ def run(cfg: CurateConfig, resolved: dict[str, Any], overwrite: bool = False) ->
         raise ConfigError("curate needs --seed NAME or --seed-path DIR (or --method hkmeans --target N)")
     if cfg.dry_run:
         return _dry_run(cfg)
-    pool, refs = _open_pool(cfg)
+    if cfg.method == "hkmeans":
+        # resampling steps pick rows across the whole pool: one process (each level is checkpointed)
+        refuse_distributed("curate --method hkmeans")
+    ranks = join_ranks("curate")
+    try:
+        return _run(cfg, resolved, overwrite, ranks)
+    finally:
+        ranks.close()
+
+
+def _run(cfg: CurateConfig, resolved: dict[str, Any], overwrite: bool, ranks: StageRanks) -> dict[str, Any]:
+    art, selection, refs = _open_inputs(cfg)
     sets = resolve_seed_sets(cfg.seeds, cfg.seed_paths, cfg.seed_sets, cfg.retrieval)
     for s in sets:
-        if s.artifact.dim != pool.artifact.dim:
-            raise InputError(f"{s.path}: seed set {s.name} has {s.artifact.dim}-d embeddings, the pool {pool.artifact.dim}-d")
+        if s.artifact.dim != art.dim:
+            raise InputError(f"{s.path}: seed set {s.name} has {s.artifact.dim}-d embeddings, the pool {art.dim}-d")
         refs.append(input_ref(s.path, s.artifact.manifest, role=f"seed:{s.name}"))
-    out = ShardedOutput(cfg.out, kind="selection", stage="curate", config=resolved, inputs=refs, overwrite=overwrite,
-                        ranks=_single_process(),
-                        resume_ignores=("report", "dry_run", "dry_run_vectors", "dry_run_dim", "dry_run_flops"))
+
+    def open_out(overwrite: bool) -> ShardedOutput:
+        return ShardedOutput(cfg.out, kind="selection", stage="curate", config=resolved, inputs=refs, overwrite=overwrite,
+                             ranks=ranks.info,
+                             resume_ignores=("report", "dry_run", "dry_run_vectors", "dry_run_dim", "dry_run_flops"))
+
+    out = ranks.on_main(lambda: open_out(overwrite))  # rank 0 starts (or clears) the output, then the others join
+    out = out if ranks.is_main else open_out(False)
     if out.already_complete:
         console.print(f"{cfg.out}: already complete, nothing to do")
         return out.manifest.stats
     backend = select_backend(cfg.device, cfg.engine, cfg.precision)
     work = WorkState(out.dir)
+    rows = _pool_rows(art, selection, work, ranks)
+    pool = Pool(art, RowKeys(art, rows), rows, RowSubset(art, rows) if selection is not None else art, art.num_vectors)
     km = kmeans_config(cfg.kmeans, cfg.engine, cfg.device, cfg.precision, cfg.search.chunk_rows)
-    source = in_memory_if_small(pool.source, cfg.kmeans.memory_limit_gb, cfg.search.chunk_rows)
+    names = [s.name for s in sets] + ([BALANCED] if cfg.method == "hkmeans" else [])
+    state: dict[str, Any] = {}
 
     with progress() as bar:
         task = bar.add_task("curate", total=2 + len(sets) + (cfg.method == "hkmeans"))
-        clusters = pool_kmeans(source, cfg.retrieval.pool_clusters, km, work)
+        local = _local_source(pool, ranks, cfg.kmeans.memory_limit_gb, cfg.search.chunk_rows)
+        clusters = pool_kmeans(local, pool.size, cfg.retrieval.pool_clusters, km, work, ranks, cfg.kmeans.checkpoint_every)
+        del local
         bar.advance(task)
-        searcher = PoolSearcher(source, cfg.search, backend)
-        results, names = [], []
-        for s in sets:
-            results.append(_retrieve(cfg, s, searcher, clusters, work, backend))
-            names.append(s.name)
-            bar.advance(task)
-        if cfg.method == "hkmeans":
-            results.append(balanced_subset(source, cfg.hkmeans, km, work, cfg.random_seed))
-            names.append(BALANCED)
-            bar.advance(task)
-        union = union_of(results)
-        _write_shards(out, pool, union, names, sets, clusters["assignment"])
+
+        def global_steps() -> None:
+            # retrieval from every seed set and the union: rank 0 (seed sets are small next to the pool)
+            source = in_memory_if_small(pool.source, cfg.kmeans.memory_limit_gb, cfg.search.chunk_rows)
+            searcher = PoolSearcher(source, cfg.search, backend)
+            searcher.load_or_build(work.dir / "index.faiss", lambda build: build())
+            results = []
+            for s in sets:
+                results.append(_retrieve(cfg, s, searcher, clusters, work, backend))
+                bar.advance(task)
+            if cfg.method == "hkmeans":
+                results.append(balanced_subset(source, cfg.hkmeans, km, work, cfg.random_seed))
+                bar.advance(task)
+
+            def union() -> tuple[dict, dict]:
+                u = union_of(results)
+                return {**vars(u), "cluster": clusters["assignment"][u.pool_rows].astype(np.int64)}, {}
+
+            work.cached(UNION_WORK, union)
+            state.update(results=results)
+
+        ranks.on_main(global_steps)
+        arrays = work.load(UNION_WORK)[0]
+        union = Union(*(arrays[f] for f in ("pool_rows", "source", "query_rows", "similarity", "n_sets")))
+        _write_shards(out, pool, union, names, sets, arrays["cluster"], ranks.owns)
+        ranks.barrier()
         bar.advance(task)
 
     def finalize(records) -> dict[str, Any]:
+        results = state["results"]
         stats = _stats(pool, clusters, results, names, union)
         if cfg.report.enabled:
             pictures, notes = write_pictures(out.dir / "report", cfg.report, pool.keys, pool.artifact, sets, results, union,
@@ -223,15 +300,19 @@ def run(cfg: CurateConfig, resolved: dict[str, Any], overwrite: bool = False) ->
 
     extra = {"images": pool.artifact.manifest.extra.get("images"), "pool": str(Path(cfg.pool).resolve()),
              "sets": names, "work": {"reused": work.reused, "computed": work.computed}}
-    finalized = out.try_finalize([s.name for s in shard_rows(pool.artifact)], finalize=finalize, extra=extra)
+    finalized = ranks.on_main(lambda: out.try_finalize([s.name for s in shard_rows(pool.artifact)], finalize=finalize,
+                                                       extra=extra))
+    out.manifest = read_manifest(out.dir)
     stats = out.manifest.stats
-    print_summary(f"curate -> {cfg.out}", {
-        "pool images": pool.size,
-        **{f"{n} ({r.stats['mode']})": r.stats["selected"] for n, r in zip(names, results)},
-        "selected (union)": union.size, "in several sets": stats.get("union", {}).get("in_several_sets", 0),
-        "work reused": ", ".join(work.reused) or "nothing",
-        "manifest": str(Path(cfg.out) / "manifest.json") if finalized else "not written (another process is finalizing)",
-    })
+    if ranks.is_main:
+        print_summary(f"curate -> {cfg.out}", {
+            "pool images": pool.size,
+            **{f"{n} ({r.stats['mode']})": r.stats["selected"] for n, r in zip(names, state["results"])},
+            "selected (union)": union.size, "in several sets": stats.get("union", {}).get("in_several_sets", 0),
+            "ranks": ranks.world_size,
+            "work reused": ", ".join(work.reused) or "nothing",
+            "manifest": str(Path(cfg.out) / "manifest.json") if finalized else "not written (another process is finalizing)",
+        })
     return stats
 
 
@@ -246,7 +327,7 @@ def _query_keys(union: Union, sets: list[SeedSet]) -> list[tuple[np.ndarray, np.
     return out
 
 
-def _write_shards(out: ShardedOutput, pool: Pool, union: Union, names: list[str], sets: list[SeedSet], cluster_of,
+def _write_shards(out: ShardedOutput, pool: Pool, union: Union, names: list[str], sets: list[SeedSet], cluster_of: np.ndarray,
                   owns=lambda index: True) -> None:
     """One selection shard per pool shard, each O(its rows): the union's artifact rows are ascending,
     so a shard's part is one `searchsorted` slice."""
@@ -273,7 +354,7 @@ def _write_shards(out: ShardedOutput, pool: Pool, union: Union, names: list[str]
             "seed": pa.DictionaryArray.from_arrays(pa.array(source.astype(np.int32)), seed_names).dictionary_decode(),
             "query_key": as_string_array(query_key, has_query),
             "similarity": union.similarity[mine],
-            "cluster": cluster_of[union.pool_rows[mine]].astype(np.int64),
+            "cluster": cluster_of[mine].astype(np.int64),
             "n_sets": union.n_sets[mine].astype(np.int64),
         }, schema=SELECTION_SCHEMA)
         rel = f"shards/{shard.name}.parquet"
