@@ -32,6 +32,7 @@ class KMeansOptions:
     accumulate: str = "exact"  # exact (fixed-point: the same bytes on any number of ranks) | float32 | float64
     memory_limit_gb: float = 16.0  # pools up to this size (float32) are clustered in RAM (per rank)
     checkpoint_every: int = 5  # Lloyd iterations between checkpoints under _work/ (torch engine)
+    engine: str | None = None  # k-means engine (auto | torch | faiss); null: the stage's `engine`
 
 
 @dataclass
@@ -55,7 +56,7 @@ def kmeans_config(options: KMeansOptions, engine: str, device: str, precision: s
     if options.checkpoint_every < 1:
         raise ConfigError(f"kmeans.checkpoint_every: must be >= 1, got {options.checkpoint_every}")
     return KMeansConfig(n_iter=options.n_iter, seed=options.seed, init=options.init, fit_sample=options.fit_sample,
-                        chunk_rows=chunk_rows, accumulate=options.accumulate, engine=engine, device=device,
+                        chunk_rows=chunk_rows, accumulate=options.accumulate, engine=options.engine or engine, device=device,
                         precision=precision, distributed=None)
 
 
