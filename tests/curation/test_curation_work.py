@@ -49,3 +49,25 @@ def test_row_subset_streams_the_chosen_rows_in_order():
     sub = RowSubset.range(early, 10, 20)
     assert sub.num_vectors == 10 and sum(len(b) for _, b in sub.iter_chunks(4)) == 10
     assert early.rows_read < 200_000  # stops reading after the last wanted row
+
+
+def test_a_killed_hierarchy_resumes_at_its_first_missing_level(tmp_path):
+    """Each level of the balanced subset's hierarchical k-means is a restart unit under _work/."""
+    from lvdtool.curation.clustering import HKMeansConfig, KMeansOptions, LevelConfig, balanced_subset, kmeans_config
+
+    rng = np.random.default_rng(2)
+    centres = rng.standard_normal((12, 8))
+    x = centres[rng.integers(0, 12, 900)] + 0.2 * rng.standard_normal((900, 8))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    options = HKMeansConfig(target=120, levels=[LevelConfig(24, 1, 3), LevelConfig(6, 1, 2)])
+    km = kmeans_config(KMeansOptions(n_iter=5), "torch", "cpu", "auto", 256)
+    first = balanced_subset(ArrayVectors(x), options, km, WorkState(tmp_path), seed=0)
+    work_dir = tmp_path / "_work"
+    level0 = (work_dir / "hierarchy-level0.npz").stat().st_mtime_ns
+    (work_dir / "hierarchy.npz").unlink()  # killed while fitting level 1
+    (work_dir / "hierarchy-level1.npz").unlink()
+    work = WorkState(tmp_path)
+    again = balanced_subset(ArrayVectors(x), options, km, work, seed=0)
+    assert "hierarchy-level0" in work.reused and "hierarchy-level1" in work.computed
+    assert (work_dir / "hierarchy-level0.npz").stat().st_mtime_ns == level0
+    assert np.array_equal(again.pool_rows, first.pool_rows) and len(first.pool_rows) == 120
