@@ -7,7 +7,7 @@ reads a whole column with one np.frombuffer. The manifest's `extra` names dim, d
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -78,11 +78,26 @@ class EmbeddingsArtifact:
         return keys, vecs
 
     def iter_chunks(self, chunk_rows: int = 1 << 16) -> Iterator[tuple[int, np.ndarray]]:
-        """(start_row, float32 block) in artifact order, at most chunk_rows rows each: bounded memory."""
-        start = 0
-        for s in self.shards:
-            _, v = self.read_shard(s)
-            for i in range(0, len(v), chunk_rows):
-                block = v[i : i + chunk_rows].astype(np.float32)
-                yield start + i, block
-            start += len(v)
+        """(start_row, float32 block) in artifact order, chunk_rows rows each (the last may be
+        shorter) whatever the shard sizes: bounded memory, and no per-shard call overhead downstream."""
+        return coalesced_chunks((self.read_shard(s)[1] for s in self.shards), chunk_rows)
+
+
+def coalesced_chunks(blocks: Iterable[np.ndarray], chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Consecutive row blocks (shards) regrouped as (start_row, float32 chunk) of chunk_rows rows:
+    a search over 100-row shards then makes one kernel call per chunk, not per shard."""
+    if chunk_rows < 1:
+        raise ArtifactError(f"chunk_rows={chunk_rows} must be >= 1")
+    pending: list[np.ndarray] = []
+    held = emitted = 0
+    for block in blocks:
+        at = 0
+        while at < len(block):
+            take = min(chunk_rows - held, len(block) - at)
+            pending.append(block[at:at + take])
+            held, at = held + take, at + take
+            if held == chunk_rows:
+                yield emitted, np.concatenate(pending).astype(np.float32)
+                emitted, pending, held = emitted + held, [], 0
+    if held:
+        yield emitted, np.concatenate(pending).astype(np.float32)

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lvdtool.artifacts.embeddings import EmbeddingsArtifact
+from lvdtool.artifacts.embeddings import EmbeddingsArtifact, coalesced_chunks
 from lvdtool.curation.keyed_rows import shard_starts
 
 
@@ -30,13 +30,7 @@ class ShardRange:
         return self.emb.dim
 
     def iter_chunks(self, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        at = 0
-        for shard in self.emb.shards[self.first:self.stop]:
-            _, v = self.emb.read_shard(shard)
-            for i in range(0, len(v), chunk_rows):
-                block = v[i:i + chunk_rows].astype(np.float32)
-                yield at + i, block
-            at += len(v)
+        return coalesced_chunks((self.emb.read_shard(s)[1] for s in self.emb.shards[self.first:self.stop]), chunk_rows)
 
 
 def rank_shards(rows_per_shard: np.ndarray, world_size: int) -> np.ndarray:
