@@ -118,3 +118,19 @@ def test_four_ranks_ivf_match_one_process_and_resume_after_a_kill(pool):
     assert "knn-000000" in units["reused"] and "knn-000004" in units["computed"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # rank 1's block and the index were reused
     assert (work / "knn-000005.npz").exists()
+
+
+def test_four_ranks_at_the_issue_size_write_the_bytes_of_one_process(tmp_path):
+    """The issue's size: 200k x 32 in 2,000 shards, copy groups across shards, an eval set; an IVF
+    index (the exact graph at this size takes minutes on 2 cores: 113 s on 4 ranks, same bytes, run
+    by hand, docs/curation.md)."""
+    big = (tmp_path, planted_pool(tmp_path, rows=200_000, shards=2000))
+    extra = ["block_rows=25000", "search.index='IVF64,Flat'", "search.nprobe=4"]
+    dedup_stage.main(_overrides(big, tmp_path / "single", extra))
+    run_ranks(_overrides(big, tmp_path / "four", extra))
+    single, four = outputs(tmp_path / "single"), outputs(tmp_path / "four")
+    assert len(four) == 2001 and four == single
+    stats = read_manifest(tmp_path / "four").stats
+    assert stats == read_manifest(tmp_path / "single").stats
+    groups = big[1].groups[big[1].groups >= 0]
+    assert stats["duplicate_components"] >= 0.9 * len(np.unique(groups))
