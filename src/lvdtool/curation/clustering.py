@@ -16,6 +16,7 @@ from lvdtool.curation.stage_ranks import StageRanks
 from lvdtool.curation.work_state import WorkState
 from lvdtool.errors import ConfigError, InputError
 from lvdtool.index import Hierarchy, KMeansConfig, LevelSpec, balanced_sample, hierarchical_kmeans, spherical_kmeans
+from lvdtool.index.hkmeans import check_splits
 from lvdtool.index.kmeans_checkpoint import KMeansCheckpoint
 from lvdtool.index.vectors import ArrayVectors, VectorSource, to_memory
 
@@ -41,6 +42,7 @@ class LevelConfig:
     n_resampling_steps: int = 0
     sample_size: int = 1
     sampling: str = "closest"  # closest | random
+    n_splits: int = 1  # > 1: k-means with n_clusters // n_splits clusters, each then split into up to n_splits
 
 
 @dataclass
@@ -48,8 +50,9 @@ class HKMeansConfig:
     target: int | None = None  # images in the balanced subset
     # Vo et al.'s web-scale tree (levels bottom-up); DINOv3 used 5 levels (200M, 8M, 800k, 100k, 25k).
     levels: list[LevelConfig] = field(default_factory=lambda: [
-        LevelConfig(10_000_000, 1, 1), LevelConfig(500_000, 10, 10), LevelConfig(50_000, 10, 5), LevelConfig(10_000, 10, 3)])
+        LevelConfig(10_000_000, 1, 1, n_splits=100), LevelConfig(500_000, 10, 10), LevelConfig(50_000, 10, 5), LevelConfig(10_000, 10, 3)])
     strategy: str = "random"  # random | closest (to the level-0 centroid)
+    split_batch_rows: int = 1 << 20  # points per restart unit of a split level (float32 vectors in RAM)
 
 
 def kmeans_config(options: KMeansOptions, engine: str, device: str, precision: str, chunk_rows: int) -> KMeansConfig:
@@ -130,16 +133,25 @@ def balanced_subset(
         raise ConfigError("hkmeans.target: set the number of images of the balanced subset (--target N)")
     if options.target > source.num_vectors:
         raise InputError(f"hkmeans.target: {options.target} exceeds the {source.num_vectors} pool images")
-    specs = [LevelSpec(lv.n_clusters, lv.n_resampling_steps, lv.sample_size, lv.sampling) for lv in options.levels]
+    for i, lv in enumerate(options.levels):
+        check_splits(lv.n_clusters, lv.n_splits, f"hkmeans.levels[{i}].n_splits")
+    if options.split_batch_rows < 1:
+        raise ConfigError(f"hkmeans.split_batch_rows: must be >= 1, got {options.split_batch_rows}")
+    specs = [LevelSpec(lv.n_clusters, lv.n_resampling_steps, lv.sample_size, lv.sampling, lv.n_splits)
+             for lv in options.levels]
     if not specs:
         raise ConfigError("hkmeans.levels: need at least one level")
 
-    def compute():
-        def level(index: int, fit):
-            arrays, _ = work.cached(f"hierarchy-level{index}", lambda: (dict(zip(("centroids", "assignment", "similarity"), fit())), {}))
-            return arrays["centroids"], arrays["assignment"], arrays["similarity"]
+    def stored(name: str, fit):
+        keys = ("centroids", "assignment", "similarity")
+        arrays, _ = work.cached(f"hierarchy-{name}", lambda: (dict(zip(keys, fit())), {}))
+        return tuple(arrays[k] for k in keys)
 
-        return _save_hierarchy(hierarchical_kmeans(source, specs, resolve_init(config, specs[0].n_clusters), level_store=level)), {}
+    def compute():
+        init = resolve_init(config, specs[0].n_coarse)
+        h = hierarchical_kmeans(source, specs, init, level_store=lambda index, fit: stored(f"level{index}", fit),
+                                unit_store=stored, split_batch_rows=options.split_batch_rows)
+        return _save_hierarchy(h), {}
 
     hierarchy = _load_hierarchy(work.cached("hierarchy", compute)[0], len(specs))
     rows = balanced_sample(hierarchy, int(options.target), seed=seed, strategy=options.strategy)

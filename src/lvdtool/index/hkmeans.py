@@ -6,6 +6,12 @@ cluster (closest to the centroid, or random), rerun k-means on that subset from 
 centroids, and reassign all points. Resampling gives every cluster the same weight, which
 pulls centroids away from dense modes.
 
+A level with `n_splits: S > 1` (Vo et al.'s web-scale level 0: 100k clusters each split into
+100) runs the above with `n_clusters // S` clusters, then splits each cluster into up to S
+sub-clusters (`hkmeans_split`): its resampling steps act on the coarse clusters, never on the
+~n_clusters split ones (a resampling refit would need the n_clusters-centroid k-means the split
+avoids; ssl-data-curation refuses resampling on a split level).
+
 Level 0 streams the rows (`VectorSource`, optionally `fit_sample`); upper levels are small
 and in memory. Runs in one process (resampling picks rows across the whole set).
 """
@@ -19,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lvdtool.errors import ConfigError, InputError
+from lvdtool.index.hkmeans_split import DEFAULT_SPLIT_BATCH_ROWS, UnitStore, split_level
 from lvdtool.index.kmeans import KMeansConfig, assign, spherical_kmeans
 from lvdtool.index.selection import take_per_cluster
 from lvdtool.index.vectors import VectorSource, as_source, gather_rows
@@ -32,6 +39,12 @@ class LevelSpec:
     n_resampling_steps: int = 0
     sample_size: int = 1  # points per cluster in each resampling step
     sampling: str = "closest"  # "closest" | "random"
+    n_splits: int = 1  # > 1: k-means with n_clusters // n_splits, then each cluster split (hkmeans_split)
+
+    @property
+    def n_coarse(self) -> int:
+        """Clusters of the level's k-means (before any split)."""
+        return self.n_clusters // self.n_splits
 
 
 @dataclass
@@ -92,7 +105,16 @@ def _as_spec(level: LevelSpec | Sequence, index: int) -> LevelSpec:
         raise ConfigError(f"levels[{index}]: need n_clusters >= 1, n_resampling_steps >= 0, sample_size >= 1")
     if spec.sampling not in SAMPLINGS:
         raise ConfigError(f"levels[{index}].sampling: expected one of {', '.join(SAMPLINGS)}, got {spec.sampling!r}")
+    check_splits(spec.n_clusters, spec.n_splits, f"levels[{index}].n_splits")
     return spec
+
+
+def check_splits(n_clusters: int, n_splits: int, key: str) -> None:
+    """n_splits >= 1 dividing n_clusters (the coarse k-means has n_clusters // n_splits clusters)."""
+    if not isinstance(n_splits, int) or n_splits < 1:
+        raise ConfigError(f"{key}: must be an integer >= 1, got {n_splits!r}")
+    if n_clusters % n_splits:
+        raise ConfigError(f"{key}: {n_splits} does not divide n_clusters {n_clusters}")
 
 
 def _cluster_level(
@@ -124,13 +146,16 @@ def hierarchical_kmeans(
     levels: Sequence[LevelSpec | Sequence],
     config: KMeansConfig | None = None,
     level_store: Callable[[int, Callable[[], tuple]], tuple] | None = None,
+    unit_store: UnitStore | None = None,
+    split_batch_rows: int = DEFAULT_SPLIT_BATCH_ROWS,
 ) -> Hierarchy:
     """Cluster rows, then centroids of centroids; `levels` bottom-up, e.g.
-    [(1000, 10, 5), (100, 10, 3)] = (n_clusters, n_resampling_steps, sample_size[, sampling]).
+    [(1000, 10, 5), (100, 10, 3)] = (n_clusters, n_resampling_steps, sample_size[, sampling[, n_splits]]).
 
     `level_store(index, fit)` returns level `index`'s (centroids, labels, sims), calling `fit()` only
     when it has not stored them: each level is a restart unit (a killed run resumes at the first
-    level not stored)."""
+    level not stored). `unit_store(name, fit)` does the same for the parts of a split level
+    (`level<i>-coarse`, `level<i>-split<b>`: batches of at most `split_batch_rows` points)."""
     config = replace(config or KMeansConfig(), distributed=False)
     specs = [_as_spec(level, i) for i, level in enumerate(levels)]
     if not specs:
@@ -139,11 +164,21 @@ def hierarchical_kmeans(
     assignments, centroids, similarities = [], [], []
     points = source
     for index, spec in enumerate(specs):
-        if spec.n_clusters > points.num_vectors:
-            raise InputError(f"levels[{index}].n_clusters: {spec.n_clusters} exceeds its {points.num_vectors} points")
+        if spec.n_coarse > points.num_vectors:
+            raise InputError(f"levels[{index}].n_clusters: {spec.n_coarse} exceeds its {points.num_vectors} points")
         level_config = config if index == 0 else replace(config, fit_sample=None)
         def fit(points=points, spec=spec, level_config=level_config, index=index) -> tuple:
-            return _cluster_level(points, spec, level_config, config.seed + 1000 * index)
+            seed = config.seed + 1000 * index
+            if spec.n_splits == 1:
+                return _cluster_level(points, spec, level_config, seed)
+            coarse_spec = replace(spec, n_clusters=spec.n_coarse, n_splits=1)
+
+            def coarse() -> tuple:
+                return _cluster_level(points, coarse_spec, level_config, seed)
+
+            _, coarse_labels, _ = unit_store(f"level{index}-coarse", coarse) if unit_store is not None else coarse()
+            return split_level(points, coarse_labels, spec.n_coarse, spec.n_splits, level_config, seed + 500,
+                               name=f"level{index}-split", batch_rows=split_batch_rows, unit_store=unit_store)
 
         c, labels, sims = level_store(index, fit) if level_store is not None else fit()
         assignments.append(labels)
