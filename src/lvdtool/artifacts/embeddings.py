@@ -82,6 +82,21 @@ class EmbeddingsArtifact:
         shorter) whatever the shard sizes: bounded memory, and no per-shard call overhead downstream."""
         return coalesced_chunks((self.read_shard(s)[1] for s in self.shards), chunk_rows)
 
+    def iter_row_range(self, start: int, stop: int, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Rows [start, stop) as (start_row, float32 block), chunk_rows rows per block counted from
+        `start`; reads only the shards those rows lie in."""
+        bounds = np.concatenate([[0], np.cumsum(np.asarray(self._rows, np.int64))])
+
+        def blocks() -> Iterator[np.ndarray]:
+            for i in range(int(np.searchsorted(bounds, start, side="right")) - 1, len(self.shards)):
+                if bounds[i] >= stop:
+                    return
+                vectors = self.read_shard(self.shards[i])[1]
+                yield vectors[max(0, start - bounds[i]) : min(len(vectors), stop - bounds[i])]
+
+        for at, block in coalesced_chunks(blocks(), chunk_rows):
+            yield start + at, block
+
 
 def coalesced_chunks(blocks: Iterable[np.ndarray], chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
     """Consecutive row blocks (shards) regrouped as (start_row, float32 chunk) of chunk_rows rows:

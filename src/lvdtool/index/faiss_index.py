@@ -3,7 +3,7 @@
 Scale path: "IVF<nlist>,PQ<m>" stores m bytes per vector (plus an 8-byte id), so 10^9
 vectors of any dimension with PQ64 take ~72 GB; train on a sample (default max(64 x nlist,
 65,536) rows), then add the database chunk by chunk, so only one chunk is ever held as
-float32. Larger still: build one index per database shard (or per rank), search each with
+float32 (on W ranks each fills its own rows and the parts are merged: `ivf_parts.py`). Larger still: build one index per database shard (or per rank), search each with
 ids offset to global rows and merge with `topk.merge_topk`.
 """
 
@@ -45,7 +45,7 @@ def default_train_rows(index: Any, num_vectors: int) -> int:
     return min(num_vectors, max(MIN_TRAIN_ROWS, TRAIN_ROWS_PER_LIST * nlist))
 
 
-def build_faiss_index(
+def train_faiss_index(
     database: VectorSource,
     factory: str,
     *,
@@ -53,9 +53,8 @@ def build_faiss_index(
     train_sample: int | None = None,
     chunk_rows: int,
     seed: int = 0,
-    use_gpu: bool = False,
 ) -> Any:
-    """Create `factory` (e.g. "IVF4096,PQ64"), train it on a random sample, add all rows in chunks."""
+    """Create `factory` (e.g. "IVF4096,PQ64") on the CPU and train it on a random sample: still empty."""
     import faiss
 
     try:
@@ -75,6 +74,22 @@ def build_faiss_index(
         picked = np.sort(np.random.default_rng(seed).choice(database.num_vectors, size=rows, replace=False))
         sample = gather_rows(database, picked, chunk_rows)
         index.train(l2_normalize(sample) if metric == "cosine" else sample)
+    return index
+
+
+def build_faiss_index(
+    database: VectorSource,
+    factory: str,
+    *,
+    metric: str = "ip",
+    train_sample: int | None = None,
+    chunk_rows: int,
+    seed: int = 0,
+    use_gpu: bool = False,
+) -> Any:
+    """Create `factory` (e.g. "IVF4096,PQ64"), train it on a random sample, add all rows in chunks."""
+    index = train_faiss_index(database, factory, metric=metric, train_sample=train_sample, chunk_rows=chunk_rows,
+                              seed=seed)
     if use_gpu:
         index = to_gpu(index)
     for _, block in iter_prepared(database, chunk_rows, metric):

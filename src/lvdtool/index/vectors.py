@@ -54,6 +54,10 @@ class ArrayVectors:
             block = self.array[start : start + chunk_rows]
             yield start, np.ascontiguousarray(block, dtype=np.float32)
 
+    def iter_row_range(self, start: int, stop: int, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        for at in range(start, stop, chunk_rows):
+            yield at, np.ascontiguousarray(self.array[at : min(at + chunk_rows, stop)], dtype=np.float32)
+
 
 def as_source(vectors: np.ndarray | VectorSource, name: str = "vectors") -> VectorSource:
     """Wrap an array as `ArrayVectors`; pass a `VectorSource` through."""
@@ -83,6 +87,33 @@ def to_memory(source: VectorSource, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.
     for start, block in source.iter_chunks(chunk_rows):
         out[start : start + len(block)] = block
     return out
+
+
+def iter_row_range(source: VectorSource, start: int, stop: int, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start_row, float32 block) over rows [start, stop) only, chunk_rows rows per block counted from
+    `start`. Sources with their own `iter_row_range` (arrays, embeddings artifacts) read just those
+    rows; any other source is read from the front and the rows before `start` are skipped."""
+    start, stop = max(0, int(start)), min(int(stop), source.num_vectors)
+    if stop <= start:
+        return
+    own = getattr(source, "iter_row_range", None)
+    if own is not None:
+        yield from own(start, stop, chunk_rows)
+        return
+    pending: list[np.ndarray] = []
+    held, emitted = 0, start
+    for at, block in source.iter_chunks(chunk_rows):
+        lo, hi = max(start, at), min(stop, at + len(block))
+        if hi > lo:
+            pending.append(block[lo - at : hi - at])
+            held += hi - lo
+        while held >= chunk_rows or (held and at + len(block) >= stop):
+            merged = np.concatenate(pending)
+            take = min(chunk_rows, held)
+            yield emitted, np.ascontiguousarray(merged[:take], dtype=np.float32)
+            emitted, held, pending = emitted + take, held - take, [merged[take:]]
+        if at + len(block) >= stop:
+            return
 
 
 def gather_rows(source: VectorSource, rows: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:

@@ -261,12 +261,14 @@ def _run(cfg: CurateConfig, resolved: dict[str, Any], overwrite: bool, ranks: St
         clusters = pool_kmeans(local, pool.size, cfg.retrieval.pool_clusters, km, work, ranks, cfg.kmeans.checkpoint_every)
         del local
         bar.advance(task)
+        # an IVF index is filled by every rank (its own rows) and merged; the searches run on rank 0
+        PoolSearcher(pool.source, cfg.search, backend).store(work.dir / "index.faiss", ranks)
 
         def global_steps() -> None:
             # retrieval from every seed set and the union: rank 0 (seed sets are small next to the pool)
             source = in_memory_if_small(pool.source, cfg.kmeans.memory_limit_gb, cfg.search.chunk_rows)
             searcher = PoolSearcher(source, cfg.search, backend)
-            searcher.load_or_build(work.dir / "index.faiss", lambda build: build())
+            searcher.load_or_build(work.dir / "index.faiss")
             results = []
             for s in sets:
                 results.append(_retrieve(cfg, s, searcher, clusters, work, backend))

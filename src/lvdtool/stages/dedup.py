@@ -155,7 +155,7 @@ def _run(cfg: DedupConfig, resolved: dict[str, Any], overwrite: bool, ranks: Sta
     images = emb.manifest.extra.get("images")
     work = WorkState(out.dir)
     searcher = PoolSearcher(emb, cfg.search, backend)
-    searcher.load_or_build(work.dir / "index.faiss", ranks.on_main)
+    searcher.load_or_build(work.dir / "index.faiss", ranks)
     keep_above = cfg.threshold - cfg.calibration.band
     n = emb.num_vectors
 
