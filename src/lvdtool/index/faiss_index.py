@@ -3,8 +3,9 @@
 Scale path: "IVF<nlist>,PQ<m>" stores m bytes per vector (plus an 8-byte id), so 10^9
 vectors of any dimension with PQ64 take ~72 GB; train on a sample (default max(64 x nlist,
 65,536) rows), then add the database chunk by chunk, so only one chunk is ever held as
-float32 (on W ranks each fills its own rows and the parts are merged: `ivf_parts.py`). Larger still: build one index per database shard (or per rank), search each with
-ids offset to global rows and merge with `topk.merge_topk`.
+float32 (on W ranks each fills its own rows and the parts are merged: `ivf_parts.py`). Larger
+still: build one index per database shard (or per rank), search each with ids offset to global
+rows and merge with `topk.merge_topk`.
 """
 
 from __future__ import annotations
