@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import StreamOnlyVectors
 
 from lvdtool.artifacts.embeddings import EmbeddingsArtifact
 from lvdtool.artifacts.ranks import RankInfo
@@ -191,9 +190,9 @@ def test_non_ivf_index_is_filled_on_rank_0(tmp_path):
 
 
 @pytest.mark.parametrize("start,stop", [(0, 2000), (96, 480), (1920, 2000), (500, 1003)])
-def test_row_range_of_a_stream_only_source_matches_slicing(start, stop):
+def test_row_range_of_a_stream_only_source_matches_slicing(start, stop, stream_only):
     x = _data()[0]
-    for source in (StreamOnlyVectors(x), ArrayVectors(x)):
+    for source in (stream_only(x), ArrayVectors(x)):
         got = list(iter_row_range(source, start, stop, CHUNK))
         assert [at for at, _ in got] == list(range(start, stop, CHUNK))
         np.testing.assert_array_equal(np.concatenate([b for _, b in got]), x[start:stop])

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tarfile
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,12 +115,14 @@ def build_table(images: ImagesArtifact, selection: Selection | set[str] | None =
     """The whole table in this process (single-process runs, tests, the merge's reference)."""
     if isinstance(selection, Selection):
         selection.check_shards(images.shards, images.path)
-    return finish_table(images, *build_rows(images, selection, range(len(images.shards)), scan_tars), selection is not None)
+    keys, shard_ids, offsets, sizes, in_order = build_rows(images, selection, range(len(images.shards)), scan_tars)
+    return finish_table(images, keys, shard_ids, offsets, sizes, selection is not None, in_order)
 
 
 def build_rows(images: ImagesArtifact, selection: Selection | set[str] | None, shard_ids: Iterable[int],
                scan_tars: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(keys, shard ids, offsets, sizes) of the given shards' images, grouped by shard in the order given."""
+    """(keys, shard ids, offsets, sizes, keys ascend) of the given shards' images, grouped by shard in
+    the order given."""
     shard_ids = list(shard_ids)
     builder = _TableBuilder(_row_bound(images, selection, shard_ids))
 
@@ -127,19 +130,33 @@ def build_rows(images: ImagesArtifact, selection: Selection | set[str] | None, s
         return (shard_id, *shard_locations(images, images.shards[shard_id], selection, scan_tars))
 
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        for shard_id, keys, offsets, sizes in pool.map(locate, shard_ids):
+        for shard_id, keys, offsets, sizes in _bounded_map(pool, locate, shard_ids, 2 * READ_THREADS):
             builder.add(shard_id, keys, offsets, sizes)
     return builder.finish()
 
 
+def _bounded_map(pool: ThreadPoolExecutor, fn, items: Iterable, ahead: int):
+    """pool.map in order with at most `ahead` results pending (pool.map submits every item at once,
+    so the finished shards' arrays would pile up beside the table when the consumer is slower)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def finish_table(images: ImagesArtifact, keys: np.ndarray, shard_ids: np.ndarray, offsets: np.ndarray,
-                 sizes: np.ndarray, selected: bool = False) -> ImageTable:
+                 sizes: np.ndarray, selected: bool = False, in_order: bool | None = None) -> ImageTable:
     """Rows grouped by shard in shard order -> the table, sorted by key (a no-op check for crawl-ingest's
     layout, where shards hold consecutive keys); refuses an empty table and repeated keys."""
     if len(keys) == 0:
         what = "selected ok images" if selected else "ok images"
         raise ArtifactError(f"{images.path}: no {what} to train on")
-    if len(keys) > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+    if in_order is None:
+        in_order = len(keys) < 2 or bool(np.all(keys[1:] > keys[:-1]))
+    if not in_order:
         order = np.argsort(keys, kind="stable")
         keys, shard_ids, offsets, sizes = keys[order], shard_ids[order], offsets[order], sizes[order]
         repeated = np.flatnonzero(keys[1:] == keys[:-1])
@@ -172,7 +189,7 @@ def save_part(images: ImagesArtifact, selection: Selection | None, parts: Path, 
         return path
     if selection is not None:
         selection.check_shards(images.shards, images.path)
-    keys, shard_ids, offsets, sizes = build_rows(images, selection, range(rank, len(images.shards), world), scan_tars)
+    keys, shard_ids, offsets, sizes, _ = build_rows(images, selection, range(rank, len(images.shards), world), scan_tars)
     parts.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
     np.savez(tmp, keys=keys, shard_ids=shard_ids, offsets=offsets, sizes=sizes)
@@ -234,7 +251,8 @@ class _TableBuilder:
     def __init__(self, capacity: int) -> None:
         self.capacity = max(int(capacity), 0)
         self.n = 0
-        self.keys = np.zeros(self.capacity, dtype="S1")
+        self.in_order = True  # keys ascend within and across the shards added so far
+        self.keys = np.zeros(0, dtype="S1")  # allocated at the first shard's key width
         self.shard_ids = np.zeros(self.capacity, dtype=np.int32)
         self.offsets = np.zeros(self.capacity, dtype=np.int64)
         self.sizes = np.zeros(self.capacity, dtype=np.int32)
@@ -245,8 +263,12 @@ class _TableBuilder:
             return
         if self.n + m > self.capacity:
             raise ArtifactError(f"shard {shard_id}: more ok rows than the manifest counts ({self.n + m} > {self.capacity})")
-        if keys.dtype.itemsize > self.keys.dtype.itemsize:
+        if not len(self.keys):
+            self.keys = np.zeros(self.capacity, dtype=keys.dtype)
+        elif keys.dtype.itemsize > self.keys.dtype.itemsize:
             self.keys = self.keys.astype(keys.dtype)  # wider keys than seen so far: rare, one copy
+        if self.in_order:  # checked per shard: no array over all N rows
+            self.in_order = bool(np.all(keys[1:] > keys[:-1])) and (self.n == 0 or bool(keys[0] > self.keys[self.n - 1]))
         stop = self.n + m
         self.keys[self.n:stop] = keys
         self.shard_ids[self.n:stop] = shard_id
@@ -254,10 +276,12 @@ class _TableBuilder:
         self.sizes[self.n:stop] = sizes
         self.n = stop
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+        """The arrays shrunk to the rows added, and whether their keys already ascend."""
         for name in TABLE_FILES:
-            getattr(self, name).resize(self.n, refcheck=False)
-        return self.keys, self.shard_ids, self.offsets, self.sizes
+            if len(getattr(self, name)) != self.n:
+                getattr(self, name).resize(self.n, refcheck=False)
+        return self.keys, self.shard_ids, self.offsets, self.sizes, self.in_order
 
 
 def fixed_width_keys(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
