@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lvdtool.artifacts.embeddings import EmbeddingsArtifact
+from lvdtool.artifacts.keys import key_bytes  # noqa: F401  (re-exported: curation reads keys through here)
 from lvdtool.errors import ArtifactError
 
 
@@ -36,29 +37,6 @@ def shard_starts(emb: EmbeddingsArtifact) -> np.ndarray:
     """int64 [shards + 1]: first row of each shard, then the number of rows."""
     counts = np.array([int(s["rows"]) for s in emb.manifest.shards], dtype=np.int64)
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-
-def key_bytes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A string column as a fixed-width bytes array (one vectorised copy, no Python strings)."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n = len(arr)
-    if n == 0:
-        return np.zeros(0, dtype="S1")
-    if arr.null_count:
-        raise ArtifactError("key column holds nulls")
-    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
-    offset_type = np.int64 if large else np.int32
-    _, offsets_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=offset_type, count=n + 1, offset=arr.offset * np.dtype(offset_type).itemsize)
-    offsets = offsets.astype(np.int64)
-    lengths = np.diff(offsets)
-    width = max(int(lengths.max()), 1)
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(1, np.uint8)
-    out = np.zeros((n, width), dtype=np.uint8)
-    for j in range(width):  # one byte column at a time: temporaries of ~10 bytes per key
-        has = lengths > j
-        out[:, j] = np.where(has, data[np.where(has, offsets[:-1] + j, 0)], 0)
-    return out.view(f"S{width}").reshape(n)
 
 
 def as_string_array(keys: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:

@@ -15,8 +15,6 @@ import json
 import os
 import shutil
 import tarfile
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -28,7 +26,9 @@ import pyarrow.parquet as pq
 
 from lvdtool.artifacts.atomic import atomic_write_json
 from lvdtool.artifacts.images import IMAGE_EXTS, ImagesArtifact
+from lvdtool.artifacts.keys import key_bytes
 from lvdtool.artifacts.selection import Selection
+from lvdtool.concurrency import ordered_map
 from lvdtool.errors import ArtifactError
 
 OFFSETS_DIR = "_offsets"  # sidecar offsets of artifacts ingested before the index had them
@@ -129,22 +129,10 @@ def build_rows(images: ImagesArtifact, selection: Selection | set[str] | None, s
     def locate(shard_id: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         return (shard_id, *shard_locations(images, images.shards[shard_id], selection, scan_tars))
 
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        for shard_id, keys, offsets, sizes in _bounded_map(pool, locate, shard_ids, 2 * READ_THREADS):
-            builder.add(shard_id, keys, offsets, sizes)
+    # at most 2 x READ_THREADS shards' arrays pending beside the table (pool.map would hold them all)
+    for shard_id, keys, offsets, sizes in ordered_map(locate, shard_ids, READ_THREADS, window=2 * READ_THREADS):
+        builder.add(shard_id, keys, offsets, sizes)
     return builder.finish()
-
-
-def _bounded_map(pool: ThreadPoolExecutor, fn, items: Iterable, ahead: int):
-    """pool.map in order with at most `ahead` results pending (pool.map submits every item at once,
-    so the finished shards' arrays would pile up beside the table when the consumer is slower)."""
-    pending: deque = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= ahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 def finish_table(images: ImagesArtifact, keys: np.ndarray, shard_ids: np.ndarray, offsets: np.ndarray,
@@ -284,24 +272,6 @@ class _TableBuilder:
         return self.keys, self.shard_ids, self.offsets, self.sizes, self.in_order
 
 
-def fixed_width_keys(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A string column as a numpy bytes array, without a Python object per row when the keys have
-    one width (crawl-ingest's zero-padded positions)."""
-    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n = len(col)
-    if n == 0:
-        return np.zeros(0, dtype="S1")
-    if col.null_count:
-        raise ArtifactError("a key is null")
-    col = col.cast(pa.string())
-    bounds = np.frombuffer(col.buffers()[1], dtype=np.int32, count=n + 1, offset=col.offset * 4)
-    width = int(bounds[1] - bounds[0])
-    if width > 0 and bool(np.all(np.diff(bounds) == width)):
-        data = np.frombuffer(col.buffers()[2], dtype=np.uint8, count=n * width, offset=int(bounds[0]))
-        return data.view(f"S{width}").copy()
-    return np.array(col.to_pylist(), dtype=bytes)
-
-
 def shard_locations(images: ImagesArtifact, shard: str, selection: Selection | set[str] | None = None,
                     scan_tars: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(keys, offsets, sizes) of the ok (and selected) images of one shard, in index order."""
@@ -316,7 +286,7 @@ def shard_locations(images: ImagesArtifact, shard: str, selection: Selection | s
     except (OSError, pa.ArrowException) as exc:
         raise ArtifactError(f"{path}: unreadable shard index ({exc})") from None
     table = table.filter(pc.equal(table.column("status"), "ok"))
-    keys = fixed_width_keys(table.column("key"))
+    keys = key_bytes(table.column("key"))
     wanted = _selected(selection, shard, keys)
     if wanted is not None:
         table, keys = table.filter(pa.array(wanted)), keys[wanted]
@@ -357,7 +327,7 @@ def read_sidecar(images: ImagesArtifact, shard: str) -> tuple[np.ndarray, np.nda
     recorded = (table.schema.metadata or {}).get(b"tar_bytes")
     if recorded is None or int(recorded) != _tar_bytes(images, shard):
         return None
-    return (fixed_width_keys(table.column("key")), table.column("offset").to_numpy().astype(np.int64),
+    return (key_bytes(table.column("key")), table.column("offset").to_numpy().astype(np.int64),
             table.column("size").to_numpy().astype(np.int32))
 
 
@@ -402,6 +372,11 @@ def _sidecar_or_scan(images: ImagesArtifact, shard: str, keys: np.ndarray,
     if not scan_tars:
         raise ArtifactError(f"{images.index_path(shard)}: shard {shard} has no recorded image offsets "
                             f"(ingested before lvd recorded them); run: lvd index-offsets --images {images.path}")
+    return (keys, *scan_locations(images, shard, keys))
+
+
+def scan_locations(images: ImagesArtifact, shard: str, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, sizes) of `keys` from one scan of the shard's tar headers; every key must be there."""
     found = scan_tar(images.tar_path(shard), keys.tolist())
     missing = [k for k in keys.tolist() if k not in found]
     if missing:
@@ -409,4 +384,4 @@ def _sidecar_or_scan(images: ImagesArtifact, shard: str, keys: np.ndarray,
                             f"(first: {missing[0].decode()})")
     offsets = np.array([found[k][0] for k in keys.tolist()], dtype=np.int64)
     sizes = np.array([found[k][1] for k in keys.tolist()], dtype=np.int32)
-    return keys, offsets, sizes
+    return offsets, sizes

@@ -11,15 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lvdtool.artifacts.images import ImagesArtifact
+from lvdtool.artifacts.keys import key_bytes
 from lvdtool.artifacts.ranks import rank_info
 from lvdtool.console import print_summary, progress
-from lvdtool.data.image_table import fixed_width_keys, read_sidecar, scan_tar, write_sidecar
-from lvdtool.errors import ArtifactError
+from lvdtool.data.image_table import read_sidecar, scan_locations, write_sidecar
 
 
 def _has_offsets(images: ImagesArtifact, shard: str) -> bool:
@@ -34,14 +33,8 @@ def _has_offsets(images: ImagesArtifact, shard: str) -> bool:
 def index_shard(images: ImagesArtifact, shard: str) -> int:
     """Scan one tar's headers and write its sidecar; returns the number of images recorded."""
     table = images.read_index(shard, columns=["key", "status"])
-    keys = fixed_width_keys(table.filter(pc.equal(table.column("status"), "ok")).column("key"))
-    found = scan_tar(images.tar_path(shard), keys.tolist())
-    missing = [k for k in keys.tolist() if k not in found]
-    if missing:
-        raise ArtifactError(f"{images.tar_path(shard)}: {len(missing)} ok keys of its index have no image in the tar "
-                            f"(first: {missing[0].decode()})")
-    offsets = np.array([found[k][0] for k in keys.tolist()], dtype=np.int64)
-    sizes = np.array([found[k][1] for k in keys.tolist()], dtype=np.int32)
+    keys = key_bytes(table.filter(pc.equal(table.column("status"), "ok")).column("key"))
+    offsets, sizes = scan_locations(images, shard, keys)
     write_sidecar(images, shard, keys, offsets, sizes)
     return len(keys)
 
