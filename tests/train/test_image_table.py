@@ -223,3 +223,26 @@ def test_three_gloo_ranks_build_the_table_rank_split_equal_to_one_process(tmp_pa
         assert np.array_equal(np.load(tmp_path / f"offsets_{rank}.npy"), expected.offsets)
         assert "shard-000004.parquet: index of shard shard-000004 is missing" in (tmp_path / f"error_{rank}.txt").read_text()
     assert not list((tmp_path / "run").glob(".data_table.parts-*")), "the rank parts are removed after the merge"
+
+
+def test_a_rank_part_left_by_a_killed_build_is_reused(tmp_path):
+    """A kill after some ranks saved their parts: the rerun keeps those (mtime unchanged) and the
+    merged table equals the one-process build."""
+    from lvdtool.data.image_table import parts_dir, save_part
+
+    images = write_images_artifact(tmp_path / "img", shards=5, per_shard=7, tars=False, failed_every=3)
+    art = ImagesArtifact(images)
+    directory = tmp_path / "run" / "data_table"
+    parts = parts_dir(directory, "fp")
+    first = save_part(art, None, parts, 0, 2, scan_tars=False)  # rank 0 finished before the kill
+    stamp = first.stat().st_mtime_ns
+    calls = []
+
+    def save_rank_parts(fn):  # what run_on_all does across 2 ranks: rank 0's call, then rank 1's
+        calls.append(save_part(art, None, parts, 0, 2, scan_tars=False).stat().st_mtime_ns)
+        save_part(art, None, parts, 1, 2, scan_tars=False)
+
+    table = distributed_table(art, None, directory, "fp", 0, 2, save_rank_parts, lambda fn: fn(), scan_tars=False)
+    assert calls == [stamp], "rank 0's saved part was rebuilt"
+    assert same_table(table, build_table(art, scan_tars=False)) and len(table) == 35 - 12
+    assert not parts.exists()

@@ -210,6 +210,11 @@ def merge_parts(images: ImagesArtifact, parts: Path, world: int, selected: bool 
     return finish_table(images, keys, shard_ids, offsets, sizes, selected)
 
 
+def parts_dir(directory: Path, fingerprint: str) -> Path:
+    """Where the ranks' parts of a table for these inputs are saved until rank 0 has merged them."""
+    return directory.with_name(f".{directory.name}.parts-{hashlib.sha256(fingerprint.encode()).hexdigest()[:12]}")
+
+
 def distributed_table(images: ImagesArtifact, selection: Selection | None, directory: Path, fingerprint: str,
                       rank: int, world: int, run_on_all, run_on_main, scan_tars: bool = True) -> ImageTable:
     """Every rank reads the indexes of its share of the shards, rank 0 merges the parts and saves the
@@ -218,7 +223,7 @@ def distributed_table(images: ImagesArtifact, selection: Selection | None, direc
     table = ImageTable.load(directory, images.path, fingerprint)
     if table is not None:
         return table
-    parts = directory.with_name(f".{directory.name}.parts-{hashlib.sha256(fingerprint.encode()).hexdigest()[:12]}")
+    parts = parts_dir(directory, fingerprint)
     run_on_all(lambda: save_part(images, selection, parts, rank, world, scan_tars))
 
     def merge() -> None:
