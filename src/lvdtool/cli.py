@@ -148,6 +148,62 @@ def pretrain(
     stage.main(overrides + list(ctx.args), overwrite=overwrite)
 
 
+@app.command("hires-adapt", context_settings=OVERRIDES, epilog=EPILOG.format(stage="hires-adapt"))
+def hires_adapt(
+    ctx: typer.Context,
+    from_run: Path = typer.Option(..., "--from", help="Run directory to start from (its teacher: backbone and heads), or a backbone file (heads fresh)."),
+    images: Path = typer.Option(..., "--images", "--data", help="Images artifact (ingested at least as large as the crop)."),
+    selection: Optional[Path] = typer.Option(None, "--selection", help="Train only on the keys of this selection."),
+    out: Path = typer.Option(..., "--out", help="New run directory; rerunning the same command resumes it."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="dinov2 (518 px, lvd's schedule; default) | dinov3 (the official mixed-resolution phase)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Global crop size in pixels (default 518)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Length of the phase in iterations."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per GPU (per rank)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decode + augment processes per rank."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory first."),
+) -> None:
+    """Continue a run at high resolution (DINOv2's 518 px phase; DINOv3's resolution mixture with --recipe dinov3)."""
+    from lvdtool.overrides import sugar
+    from lvdtool.stages import hires_adapt as stage
+
+    overrides = sugar(**{
+        "from_run": str(from_run), "data.images": str(images), "data.selection": str(selection) if selection else None,
+        "out": str(out), "hires_recipe": recipe, "crops.global_crops_size": size, "train.iterations": iterations,
+        "train.batch_size_per_gpu": batch_size, "data.workers": workers, "parallel.device": device,
+    })
+    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+
+
+@app.command("distill", context_settings=OVERRIDES, epilog=EPILOG.format(stage="distill"))
+def distill(
+    ctx: typer.Context,
+    teacher: Path = typer.Option(..., "--teacher", help="Run directory of the frozen teacher (backbone and heads)."),
+    arch: List[str] = typer.Option(..., "--arch", help="Student architecture (same patch size as the teacher); repeatable: one teacher forward serves all."),
+    images: Path = typer.Option(..., "--images", "--data", help="Images artifact to distil on."),
+    selection: Optional[Path] = typer.Option(None, "--selection", help="Train only on the keys of this selection."),
+    out: Path = typer.Option(..., "--out", help="Run directory: one checkpoint artifact per student under out/<arch>/."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="dinov2 (default) | dinov3 (the official distillation schedule) | small_data."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Training length in iterations."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Training length in passes over the data."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per GPU (per rank)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decode + augment processes per rank."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory first."),
+) -> None:
+    """Distil a frozen teacher into one or more students (DINO + iBOT + KoLeo on its targets; EMA students exported)."""
+    from lvdtool.overrides import sugar
+    from lvdtool.stages import distill as stage
+
+    overrides = sugar(**{
+        "distill.teacher": str(teacher), "distill.students": list(arch), "data.images": str(images),
+        "data.selection": str(selection) if selection else None, "out": str(out), "distill_recipe": recipe,
+        "train.iterations": iterations, "train.epochs": epochs, "train.batch_size_per_gpu": batch_size,
+        "data.workers": workers, "parallel.device": device,
+    })
+    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+
+
 # stage command -> (config name, module path, schema attribute); used by `lvd config`
 STAGE_CONFIGS = {
     "crawl-ingest": ("crawl_ingest", "lvdtool.stages.crawl_ingest", "CrawlIngestConfig"),
@@ -156,6 +212,8 @@ STAGE_CONFIGS = {
     "dedup": ("dedup", "lvdtool.stages.dedup", "DedupConfig"),
     "curate": ("curate", "lvdtool.stages.curate", "CurateConfig"),
     "pretrain": ("pretrain", "lvdtool.stages.pretrain", "PretrainConfig"),
+    "hires-adapt": ("hires_adapt", "lvdtool.stages.hires_adapt", "PretrainConfig"),
+    "distill": ("distill", "lvdtool.stages.distill", "PretrainConfig"),
 }
 
 

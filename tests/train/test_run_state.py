@@ -39,7 +39,7 @@ def test_prune_keeps_the_newest(tmp_path):
     s = store(tmp_path, keep=2)
     for it in (5, 10, 15):
         fake_checkpoint(tmp_path, it)
-    s._prune()
+    s.prune()
     assert [it for it, _ in s.complete()] == [10, 15]
 
 

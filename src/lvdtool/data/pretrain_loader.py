@@ -22,6 +22,7 @@ from lvdtool.data.augment import MultiCropAugment
 from lvdtool.data.augment.collate import attach_masks
 from lvdtool.data.decode import decode_rgb, to_uint8_chw
 from lvdtool.data.image_table import ImageTable
+from lvdtool.data.resolution import CropVariant, ResolutionChoice
 from lvdtool.data.sampler import STREAM_AUGMENT, STREAM_MASKS, BatchRequest, DataCursor, PretrainSampler, derive_seed
 from lvdtool.errors import ArtifactError, InputError
 from lvdtool.ssl.masking import BatchMaskSampler
@@ -75,7 +76,11 @@ class ImageReader:
 
 class PretrainBatches(Dataset):
     """`dataset[BatchRequest]` -> collated multi-crop batch (see `collate_multicrop`) plus its
-    iteration, epoch and first global position."""
+    iteration, epoch and first global position.
+
+    With several crop variants (a mixed-resolution phase), each iteration uses the one that
+    `choice` draws for it, a function of (seed, iteration) only: every rank's share of the
+    batch has the same crop sizes, and a resumed run draws the same sequence."""
 
     def __init__(
         self,
@@ -84,17 +89,23 @@ class PretrainBatches(Dataset):
         mask_sampler: BatchMaskSampler,
         seed: int,
         decode_min_side: int | None = None,
+        variants: list[CropVariant] | None = None,
+        choice: ResolutionChoice | None = None,
     ) -> None:
         self.reader = ImageReader(table)
         self.augment = augment
         self.mask_sampler = mask_sampler
         self.seed = int(seed)
         self.decode_min_side = decode_min_side
+        self.variants = variants or [CropVariant(augment, mask_sampler, decode_min_side)]
+        self.choice = choice or ResolutionChoice([1.0] * len(self.variants), seed)
+        if len(self.choice.probs) != len(self.variants):
+            raise InputError(f"PretrainBatches: {len(self.variants)} crop variants, {len(self.choice.probs)} probabilities")
 
-    def image(self, row: int) -> torch.Tensor:
+    def image(self, row: int, min_side: int | None = None) -> torch.Tensor:
         data = self.reader.read(row)
         try:
-            return to_uint8_chw(decode_rgb(data, self.decode_min_side))
+            return to_uint8_chw(decode_rgb(data, min_side if min_side is not None else self.decode_min_side))
         except Exception as exc:  # the ingest validated it: a failure here is a damaged artifact
             key = self.reader.table.key(row)
             raise ArtifactError(f"{self.reader.table.root}: key {key} does not decode ({type(exc).__name__})") from None
@@ -109,11 +120,12 @@ class PretrainBatches(Dataset):
     def __getitem__(self, request: BatchRequest) -> dict[str, Any]:  # type: ignore[override]
         if not isinstance(request, BatchRequest):
             raise InputError(f"PretrainBatches is indexed by BatchRequest, got {type(request).__name__}")
-        images = [self.image(int(row)) for row in request.rows]
+        variant = self.variants[self.choice.index(request.iteration)]
+        images = [self.image(int(row), variant.decode_min_side) for row in request.rows]
         generators = [self.generator(request.epoch, request.first_position + k) for k in range(len(images))]
-        crops = self.augment.batch(images, generators)
+        crops = variant.augment.batch(images, generators)
         rng = np.random.default_rng(derive_seed(self.seed, STREAM_MASKS, request.epoch, request.first_position))
-        batch = attach_masks(crops["global_crops"], crops["local_crops"], self.mask_sampler, rng)
+        batch = attach_masks(crops["global_crops"], crops["local_crops"], variant.mask_sampler, rng)
         batch.update(iteration=request.iteration, epoch=request.epoch, first_position=request.first_position)
         return batch
 

@@ -26,6 +26,7 @@ STREAM_PERMUTATION = 0
 STREAM_AUGMENT = 1
 STREAM_MASKS = 2
 STREAM_MODEL = 3
+STREAM_RESOLUTION = 4
 
 
 def derive_seed(*parts: int) -> int:

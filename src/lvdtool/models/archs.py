@@ -83,3 +83,11 @@ def vit_mini8() -> BackboneConfig:
     iterations in minutes (measured in docs/pretrain.md)."""
     return BackboneConfig(embed_dim=64, depth=4, num_heads=4, patch_size=8, img_size=32, layerscale_init=1.0,
                           pos_embed_init_std=1.0)
+
+
+@register_arch("vit_micro8", kind="test")
+def vit_micro8() -> BackboneConfig:
+    """Width 32, 4 blocks of 2 heads, patch 8 at 32 px, LayerScale 1.0, position embedding at std
+    1.0: about 55k parameters, a distillation student of the small-data preset's vit_mini8."""
+    return BackboneConfig(embed_dim=32, depth=4, num_heads=2, patch_size=8, img_size=32, layerscale_init=1.0,
+                          pos_embed_init_std=1.0)

@@ -125,6 +125,18 @@ class SSLMetaArch(nn.Module):
             self.dino_center = SoftmaxCenter(config.dino_head.prototypes, config.center_momentum, config.center_init)
             self.ibot_center = SoftmaxCenter(ibot_dim, config.center_momentum, config.center_init)
 
+    def load_network_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Start from another run's teacher: `state` holds backbone.* and head keys (strictly
+        matching this network), optionally dino_center.* / ibot_center.* (carried centres)."""
+        network = {k: v for k, v in state.items() if not k.startswith(("dino_center.", "ibot_center."))}
+        self.student.load_state_dict(network, strict=True)
+        self.teacher.load_state_dict(network, strict=True)
+        for name in ("dino_center", "ibot_center"):
+            centre = getattr(self, name)
+            own = {k.removeprefix(name + "."): v for k, v in state.items() if k.startswith(name + ".")}
+            if centre is not None and own:
+                centre.load_state_dict(own, strict=True)
+
     def load_backbone_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Continued pretraining: the same backbone weights in student and teacher (heads stay fresh)."""
         self.student.backbone.load_state_dict(state_dict, strict=True)
@@ -157,21 +169,38 @@ class SSLMetaArch(nn.Module):
             teacher_dino = self._teacher_probs(teacher["dino_logits"], teacher_temp, self.dino_center)
             teacher_ibot = self._teacher_probs(teacher["ibot_logits"], teacher_temp, self.ibot_center, n_masked)
         student = self.student(global_crops, batch["local_crops"], batch["masks"], mask_indices)
-        weights, temp = self.config.weights, self.config.student_temp
-        dino = dino_loss(student["dino_logits"], teacher_dino, n_global_crops=N_GLOBAL_CROPS, student_temp=temp)
-        ibot = ibot_patch_loss(
-            student["ibot_logits"], teacher_ibot, batch["masks_weight"], n_images,
-            student_temp=temp, n_masked_patches=n_masked,
-        )
-        koleo = koleo_loss_per_view(student["cls_tokens"][:n_images], N_GLOBAL_CROPS)
-        total = weights.total(dino=dino, ibot=ibot, koleo=koleo)
+        total, dino, ibot, koleo = student_losses(self.config, student, teacher_dino, teacher_ibot, batch)
         stats = collapse_stats(teacher["dino_logits"], teacher_dino, student["cls_tokens"][:n_images])
         return {"loss": total, "dino": dino.detach(), "ibot": ibot.detach(), "koleo": koleo.detach(), **stats}
+
+    def trained_networks(self) -> list[SSLNetwork]:
+        """The networks that receive gradients (each is clipped on its own)."""
+        return [self.student]
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """teacher <- momentum * teacher + (1 - momentum) * student, on local shards when sharded."""
         ema_update_(_local(self.teacher.parameters()), _local(self.student.parameters()), momentum)
+
+
+def student_losses(
+    config: MetaArchConfig,
+    student: dict[str, torch.Tensor | None],
+    teacher_dino: torch.Tensor,
+    teacher_ibot: torch.Tensor,
+    batch: dict[str, Any],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, dino, ibot, koleo) of one student's outputs against the teacher's targets: DINO on
+    every crop's CLS, iBOT on the sampled patch positions, KoLeo on the global crops' CLS."""
+    n_images = batch["global_crops"].shape[0]  # number of global crops, the iBOT denominator
+    weights, temp = config.weights, config.student_temp
+    dino = dino_loss(student["dino_logits"], teacher_dino, n_global_crops=N_GLOBAL_CROPS, student_temp=temp)
+    ibot = ibot_patch_loss(
+        student["ibot_logits"], teacher_ibot, batch["masks_weight"], n_images,
+        student_temp=temp, n_masked_patches=int(batch["n_masked_patches"]),
+    )
+    koleo = koleo_loss_per_view(student["cls_tokens"][:n_images], N_GLOBAL_CROPS)
+    return weights.total(dino=dino, ibot=ibot, koleo=koleo), dino, ibot, koleo
 
 
 def _local(params: Any) -> list[torch.Tensor]:

@@ -21,7 +21,9 @@ class CosineSchedule:
     - `it >= total_iters`: `final`.
 
     With `warmup_iters == total_iters` and `base == final` this is "linear warm-up, then
-    constant" (the teacher temperature).
+    constant" (the teacher temperature). `cosine_iters` shortens the cosine phase: `final` is
+    reached after that many cosine iterations and kept to the end (with `base=0` and no
+    warm-up: DINOv3's cosine ramp-up of the lr, then constant).
     """
 
     def __init__(
@@ -32,8 +34,9 @@ class CosineSchedule:
         warmup_iters: int = 0,
         start_warmup: float = 0.0,
         freeze_iters: int = 0,
+        cosine_iters: int | None = None,
     ) -> None:
-        if min(total_iters, warmup_iters, freeze_iters) < 0:
+        if min(total_iters, warmup_iters, freeze_iters, cosine_iters or 0) < 0:
             raise ConfigError(
                 f"CosineSchedule: negative length (total_iters={total_iters}, warmup_iters={warmup_iters}, "
                 f"freeze_iters={freeze_iters})"
@@ -49,6 +52,7 @@ class CosineSchedule:
         self.warmup_iters = int(warmup_iters)
         self.start_warmup = float(start_warmup)
         self.freeze_iters = int(freeze_iters)
+        self.cosine_iters = None if cosine_iters is None else int(cosine_iters)
 
     def __len__(self) -> int:
         return self.total_iters
@@ -66,13 +70,18 @@ class CosineSchedule:
             return self.start_warmup + (self.base - self.start_warmup) * warm_it / self.warmup_iters
         cos_it = warm_it - self.warmup_iters
         cos_len = self.total_iters - self.freeze_iters - self.warmup_iters
+        if self.cosine_iters is not None:
+            if cos_it >= self.cosine_iters:
+                return self.final
+            cos_len = self.cosine_iters
         progress = cos_it / (cos_len - 1) if cos_len > 1 else 1.0
         return self.final + 0.5 * (self.base - self.final) * (1.0 + math.cos(math.pi * progress))
 
     def __repr__(self) -> str:
         return (
             f"CosineSchedule(base={self.base}, final={self.final}, total_iters={self.total_iters}, "
-            f"warmup_iters={self.warmup_iters}, start_warmup={self.start_warmup}, freeze_iters={self.freeze_iters})"
+            f"warmup_iters={self.warmup_iters}, start_warmup={self.start_warmup}, freeze_iters={self.freeze_iters}, "
+            f"cosine_iters={self.cosine_iters})"
         )
 
 

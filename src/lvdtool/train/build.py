@@ -13,6 +13,7 @@ from lvdtool.artifacts.selection import Selection
 from lvdtool.data.augment import ColorJitterConfig, MultiCropAugment, MultiCropConfig
 from lvdtool.data.image_table import ImageTable, distributed_table
 from lvdtool.data.pretrain_loader import PretrainBatches
+from lvdtool.data.resolution import CropVariant, ResolutionChoice
 from lvdtool.errors import ConfigError
 from lvdtool.models import backbone_fingerprint, build_backbone, extract_backbone_state, read_weights
 from lvdtool.ssl.masking import BatchMaskSampler
@@ -27,13 +28,14 @@ class TrainingData:
     table: ImageTable
     dataset: PretrainBatches
     inputs: list[InputRef]
+    warning: str | None = None  # e.g. images stored smaller than the crop
 
 
-def multicrop_config(cfg: PretrainConfig) -> MultiCropConfig:
+def multicrop_config(cfg: PretrainConfig, global_size: int | None = None, local_size: int | None = None) -> MultiCropConfig:
     crops = cfg.crops
     return MultiCropConfig(
-        global_crops_size=crops.global_crops_size,
-        local_crops_size=crops.local_crops_size,
+        global_crops_size=global_size or crops.global_crops_size,
+        local_crops_size=local_size or crops.local_crops_size,
         n_local_crops=crops.n_local_crops,
         global_crops_scale=tuple(crops.global_crops_scale),  # type: ignore[arg-type]
         local_crops_scale=tuple(crops.local_crops_scale),  # type: ignore[arg-type]
@@ -72,16 +74,51 @@ def build_training_data(cfg: PretrainConfig, patch_size: int, run_dir: Path | No
         fingerprint = "+".join(ref.fingerprint for ref in inputs)
         table = distributed_table(images, selection, run_dir / TABLE_DIR, fingerprint, env.rank, env.world_size,
                                   env.run_on_all, env.run_on_main)
-    size = cfg.crops.global_crops_size
-    for key, crop in (("crops.global_crops_size", size), ("crops.local_crops_size", cfg.crops.local_crops_size)):
-        if crop % patch_size:
-            raise ConfigError(f"{key}={crop} is not a multiple of the patch size {patch_size}")
-    grid = size // patch_size
+    pairs = crop_sizes(cfg, patch_size)
     ratio = (cfg.ibot.mask_ratio[0], cfg.ibot.mask_ratio[1])
-    masks = BatchMaskSampler((grid, grid), mask_prob=cfg.ibot.mask_prob, ratio_range=ratio)
-    min_side = cfg.data.decode_min_side or 2 * size
-    dataset = PretrainBatches(table, MultiCropAugment(multicrop_config(cfg)), masks, cfg.train.seed, min_side)
-    return TrainingData(table, dataset, inputs)
+    variants = []
+    for global_size, local_size, _ in pairs:
+        grid = global_size // patch_size  # the iBOT mask grid follows the crop size
+        masks = BatchMaskSampler((grid, grid), mask_prob=cfg.ibot.mask_prob, ratio_range=ratio)
+        min_side = cfg.data.decode_min_side or 2 * global_size
+        variants.append(CropVariant(MultiCropAugment(multicrop_config(cfg, global_size, local_size)), masks, min_side))
+    choice = ResolutionChoice([p for _, _, p in pairs], cfg.train.seed)
+    first = variants[0]
+    dataset = PretrainBatches(table, first.augment, first.mask_sampler, cfg.train.seed, first.decode_min_side,
+                              variants=variants, choice=choice)
+    return TrainingData(table, dataset, inputs, ingest_size_warning(images.manifest.config, max(p[0] for p in pairs)))
+
+
+def crop_sizes(cfg: PretrainConfig, patch_size: int) -> list[tuple[int, int, float]]:
+    """(global, local, probability) of every resolution the run trains at. `crops.resolutions`
+    entries are rounded to the nearest multiple of the patch size (DINOv3's sizes are given for
+    patch 16: 512 -> 518 at patch 14); the single-size keys must be multiples already."""
+    if not cfg.crops.resolutions:
+        for key, crop in (("crops.global_crops_size", cfg.crops.global_crops_size),
+                          ("crops.local_crops_size", cfg.crops.local_crops_size)):
+            if crop % patch_size:
+                raise ConfigError(f"{key}={crop} is not a multiple of the patch size {patch_size}")
+        return [(cfg.crops.global_crops_size, cfg.crops.local_crops_size, 1.0)]
+
+    def fit(size: int) -> int:
+        return max(patch_size, int(round(size / patch_size)) * patch_size)
+
+    return [(fit(r.global_size), fit(r.local_size), float(r.p)) for r in cfg.crops.resolutions]
+
+
+def ingest_size_warning(images_config: dict, crop: int) -> str | None:
+    """A warning when the images artifact was stored smaller than the largest global crop (the
+    crops would be upsampled: a high-resolution phase on 512 px images learns little)."""
+    process = (images_config or {}).get("process") or {}
+    mode, size = process.get("resize_mode"), process.get("size")
+    if process.get("keep_original") or mode in (None, "keep") or not isinstance(size, int):
+        return None
+    stored = {"max_side": "longest side", "shorter_side_center_crop": "side"}.get(mode, "size")
+    if size < crop:
+        return (f"the images were ingested at {stored} {size} px (crawl-ingest process.size), smaller than the "
+                f"{crop} px global crop: crops are upsampled; re-ingest with process.size={crop} or more "
+                f"(or process.keep_original=true) for a real high-resolution phase")
+    return None
 
 
 def build_meta_arch(cfg: PretrainConfig) -> SSLMetaArch:

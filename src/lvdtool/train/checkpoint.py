@@ -36,7 +36,6 @@ from lvdtool.artifacts.atomic import atomic_write_json
 from lvdtool.errors import CheckpointError
 from lvdtool.models import save_backbone
 from lvdtool.models.checkpoint import sidecar_path
-from lvdtool.ssl.meta_arch import SSLMetaArch
 from lvdtool.train.distributed import DistEnv
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -95,8 +94,11 @@ class CheckpointStore:
             for path in self.dir.glob(f"*{TMP_SUFFIX}"):
                 shutil.rmtree(path, ignore_errors=True)
 
-    def save(self, iteration: int, meta: SSLMetaArch, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
-        """Collective. Writes ckpt-<iteration>.tmp, then renames it; prunes old checkpoints."""
+    def save(self, iteration: int, meta: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+             prune: bool = True) -> Path:
+        """Collective. Writes ckpt-<iteration>.tmp, then renames it; prunes old checkpoints (unless
+        `prune` is false: several stores saved together prune after all of them are saved).
+        `meta` has a `teacher` network whose backbone is exported (an SSLMetaArch or a StudentPair)."""
         final = self.dir / checkpoint_name(iteration)
         temp = final.with_name(final.name + TMP_SUFFIX)
         if self.env.is_main:
@@ -115,11 +117,15 @@ class CheckpointStore:
             # sidecar first: whoever reads the new weights finds their head count
             _link_or_copy(sidecar_path(final / BACKBONE_NAME), sidecar_path(self.run_dir / BACKBONE_NAME))
             _link_or_copy(final / BACKBONE_NAME, self.run_dir / BACKBONE_NAME)
-            self._prune()
+            if prune:
+                self.prune()
         self.env.barrier()
         return final
 
-    def _prune(self) -> None:
+    def prune(self) -> None:
+        """Rank 0: keep the newest `keep` complete checkpoints."""
+        if not self.env.is_main:
+            return
         for _, path in self.complete()[: -self.keep]:
             shutil.rmtree(path, ignore_errors=True)
 
@@ -136,7 +142,7 @@ class CheckpointStore:
                 raise CheckpointError(f"{state_path}: lacks the key {key!r}")
         return state
 
-    def load(self, path: Path, meta: SSLMetaArch, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    def load(self, path: Path, meta: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         """Collective. Restores model, centering and optimizer state (resharded to this world
         size by DCP); returns the checkpoint's state.json."""
         state = self.read_state(path)

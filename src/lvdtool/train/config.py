@@ -90,6 +90,10 @@ class OptimSection:
     min_lr: float = 1e-6
     warmup_epochs: float = 10.0
     warmup_min_iterations: int = 0  # floor of the lr warm-up in iterations (capped at half the run)
+    # warmup_cosine (DINOv2): linear warm-up to the peak, then a half cosine down to min_lr.
+    # ramp_constant (DINOv3 high-res adaptation and distillation): a half-cosine ramp from 0 up to
+    # the peak over the warm-up length, then constant (min_lr unused).
+    lr_shape: str = "warmup_cosine"
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     layerwise_decay: float = 0.9
@@ -98,6 +102,15 @@ class OptimSection:
     token_weight_decay: bool = True  # decay CLS/register/mask tokens and pos_embed (true: the official rule)
     freeze_last_layer_epochs: float = 1.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class ResolutionSpec:
+    """One (global, local) crop-size pair of a mixed-resolution phase and its probability."""
+
+    global_size: int = 224
+    local_size: int = 98
+    p: float = 1.0
 
 
 @dataclass
@@ -112,6 +125,10 @@ class CropsSection:
     flip_prob: float = 0.5  # horizontal flip (0 for data that is not mirror-invariant: text, digits)
     solarize_prob: float = 0.2  # second global crop only
     color_jitter_prob: float = 0.8
+    # Mixed resolution (DINOv3 high-res adaptation): each iteration draws one pair, with these
+    # probabilities, from a generator seeded by (train.seed, iteration): the same pair on every
+    # rank, the same after a resume. Empty: always (global_crops_size, local_crops_size).
+    resolutions: list[ResolutionSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -164,9 +181,27 @@ class PresetSection:
 
 
 @dataclass
+class DistillSection:
+    """`lvd distill`: a frozen teacher and the students trained from it (the model section then
+    describes the students: drop path, overrides)."""
+
+    teacher: str | None = None  # run directory (teacher backbone + heads) or backbone file
+    students: list[str] = field(default_factory=list)  # registered archs, each trained on the same batches
+
+
+STAGES = ("pretrain", "hires-adapt", "distill")
+
+
+@dataclass
 class PretrainConfig:
     out: str = MISSING  # run directory (a `checkpoint` artifact)
+    stage: str = "pretrain"  # pretrain | hires-adapt | distill (set by each stage's YAML)
     init: str | None = None  # backbone weights for continued pretraining (heads start fresh)
+    # A run directory whose newest checkpoint's teacher (backbone and heads) starts student and
+    # teacher (hires-adapt), or a backbone file (heads fresh). Optimizer state is never carried.
+    from_run: str | None = None
+    init_centers: str = "reset"  # reset | carry: the source teacher's softmax centres
+    distill: DistillSection = field(default_factory=DistillSection)
     model: ModelSection = field(default_factory=ModelSection)
     dino: DinoSection = field(default_factory=DinoSection)
     ibot: IbotSection = field(default_factory=IbotSection)
@@ -233,6 +268,24 @@ class PretrainConfig:
             raise bad("ibot.mask_ratio/optim.betas", (self.ibot.mask_ratio, self.optim.betas), "need 2 values each")
         if self.dino.centering not in ("softmax", "sinkhorn_knopp"):
             raise bad("dino.centering", self.dino.centering, "expected softmax or sinkhorn_knopp")
+        if self.stage not in STAGES:
+            raise bad("stage", self.stage, f"expected one of {', '.join(STAGES)}")
+        if self.optim.lr_shape not in ("warmup_cosine", "ramp_constant"):
+            raise bad("optim.lr_shape", self.optim.lr_shape, "expected warmup_cosine or ramp_constant")
+        if self.init_centers not in ("reset", "carry"):
+            raise bad("init_centers", self.init_centers, "expected reset or carry")
+        if self.init and self.from_run:
+            raise bad("init", self.init, "give init (backbone only) or from_run (backbone and heads), not both")
+        for k, res in enumerate(self.crops.resolutions):
+            if res.global_size < 1 or res.local_size < 1 or not res.p > 0:
+                raise bad(f"crops.resolutions[{k}]", res, "needs global_size, local_size >= 1 and p > 0")
+        if self.stage == "distill":
+            if not self.distill.teacher:
+                raise bad("distill.teacher", self.distill.teacher, "distill needs a teacher run (--teacher)")
+            if not self.distill.students:
+                raise bad("distill.students", self.distill.students, "distill needs at least one student (--arch)")
+            if len(set(self.distill.students)) != len(self.distill.students):
+                raise bad("distill.students", self.distill.students, "a student arch is named twice")
 
 
 # Keys that may change between a run and its resume (speed, logging, bookkeeping only).

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from lvdtool.console import console, progress, quiet
 from lvdtool.data.pretrain_loader import build_pretrain_loader
@@ -22,24 +23,20 @@ from lvdtool.data.sampler import STREAM_MODEL, DataCursor, derive_seed
 from lvdtool.errors import TrainingError
 from lvdtool.models import describe_backbone
 from lvdtool.ssl.meta_arch import LOSS_NAMES
-from lvdtool.train.build import build_meta_arch, build_training_data, load_init_weights, step_shape
-from lvdtool.train.checkpoint import BACKBONE_NAME, CheckpointStore
+from lvdtool.artifacts.manifest import InputRef, read_manifest
+from lvdtool.train.build import build_training_data, step_shape
+from lvdtool.train.checkpoint import BACKBONE_NAME, CheckpointStore, checkpoint_name
 from lvdtool.train.collapse_guard import CollapseGuard, default_window, teacher_information
 from lvdtool.train.config import PretrainConfig
 from lvdtool.train.distributed import DistEnv, init_distributed
 from lvdtool.train.flops import device_peak_flops, pretrain_flops_per_image
 from lvdtool.train.metrics import METRICS_NAME, MetricsLog, Throughput
+from lvdtool.train.networks import distill_networks, pretrain_networks
 from lvdtool.train.optim import build_optimizer
 from lvdtool.train.parallelize import ParallelPlan, parallelize, resolve_precision
 from lvdtool.train.plan import TrainPlan, build_run_schedules, make_plan
 from lvdtool.train.run_dir import prepare_run_dir, write_run_manifest
 from lvdtool.train.step import batch_to_device, train_step
-
-INIT_CAVEAT = (
-    "init: backbone weights loaded into student and teacher; the DINO/iBOT heads start from random "
-    "init, and fresh heads on a trained backbone can collapse early (see docs/pretrain.md)"
-)
-
 
 @dataclass
 class RunSummary:
@@ -73,47 +70,99 @@ PRESET_KINDS = {
 }
 
 
+@dataclass
+class Trainee:
+    """One trained network with its own optimizer and checkpoint artifact: the student of a
+    pretrain / hires-adapt run (the run directory itself), or one distilled student (out/<arch>)."""
+
+    name: str
+    module: nn.Module  # what its checkpoints hold: the meta-arch, or a distilled StudentPair
+    network: nn.Module  # the network that trains
+    store: CheckpointStore
+    optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.store.run_dir
+
+
 class Pretrainer:
+    """The one training loop of pretrain, hires-adapt and distill (`cfg.stage`)."""
+
     def __init__(self, cfg: PretrainConfig, resolved: dict[str, Any], env: DistEnv, overwrite: bool = False) -> None:
         cfg.validate()
         self.cfg, self.resolved, self.env = cfg, resolved, env
         self.out = Path(cfg.out)
+        self.distilling = cfg.stage == "distill"
         self.say = console.print if env.is_main else (lambda *a, **k: None)
-        env.run_on_main(lambda: prepare_run_dir(self.out, resolved, overwrite))
-        self.store = CheckpointStore(self.out, env, cfg.checkpoint.keep)
-        self.store.remove_partial()
+        own = tuple(cfg.distill.students) if self.distilling else ()
+        env.run_on_main(lambda: prepare_run_dir(self.out, resolved, overwrite, cfg.stage, own))
+        self.previous_inputs = self._previous_inputs()
+        self._stores = {name: CheckpointStore(self.out / name if name else self.out, env, cfg.checkpoint.keep)
+                        for name in (own or ("",))}
+        for store in self._stores.values():
+            store.remove_partial()
         env.barrier()
         self._setup()
 
+    def _previous_inputs(self) -> list[InputRef]:
+        try:
+            return list(read_manifest(self.out).inputs)
+        except Exception:  # no manifest yet: a fresh run
+            return []
+
     # ---- setup ----------------------------------------------------------------------------------
+
+    def _resume_point(self) -> int | None:
+        """The newest iteration with a complete checkpoint in every trainee's store (students are
+        saved together and pruned only after all are saved, so a kill between two students'
+        saves leaves a common older one)."""
+        common: set[int] | None = None
+        for store in self._stores.values():
+            done = {it for it, _ in store.complete()}
+            common = done if common is None else common & done
+        return max(common) if common else None
 
     def _setup(self) -> None:
         cfg, env = self.cfg, self.env
-        self.meta = build_meta_arch(cfg)
-        backbone_cfg = self.meta.student.backbone.config
+        resume_at = self._resume_point()
+        self.resume_path = (next(iter(self._stores.values())).dir / checkpoint_name(resume_at)
+                            if resume_at is not None else None)
+        resume_state = CheckpointStore.read_state(self.resume_path) if self.resume_path else None
+        if self.distilling:
+            built = distill_networks(cfg, resuming=resume_state is not None)
+        else:
+            built = pretrain_networks(cfg, resuming=resume_state is not None, previous_inputs=self.previous_inputs)
+        self.meta = built.meta
+        networks = self.meta.trained_networks()
+        self.backbone_cfg = backbone_cfg = networks[0].backbone.config
         self.data = build_training_data(cfg, backbone_cfg.patch_size, self.out, env)
-        self.inputs = list(self.data.inputs)
-        self.resume_path = self.store.latest()
-        resume_state = self.store.read_state(self.resume_path) if self.resume_path else None
+        self.inputs = list(self.data.inputs) + built.inputs
         n_images = len(self.data.table)
         self.plan = TrainPlan.from_dict(resume_state["plan"]) if resume_state else make_plan(cfg, n_images, env.world_size)
-        if cfg.init:
-            init_ref = load_init_weights(self.meta, cfg.init)  # overwritten below when resuming
-            self.inputs.append(init_ref)
-            if not resume_state:
-                self.say(f"[yellow]{INIT_CAVEAT}[/yellow]")
         self.param_dtype = resolve_precision(cfg.parallel.precision, env.device)
         plan = ParallelPlan(env.device, env.world_size, self.param_dtype,
                             cfg.parallel.activation_checkpointing, cfg.parallel.compile)
         parallelize(self.meta, plan)
-        self.optimizer = build_optimizer(self.meta.student, backbone_cfg.depth, cfg.optim)
+        if self.distilling:
+            pairs = [(name, self.meta.pairs[name]) for name in self.meta.names]
+            self.trainees = [Trainee(name, pair, pair.student, self._stores[name]) for name, pair in pairs]
+        else:
+            self.trainees = [Trainee("", self.meta, self.meta.student, self._stores[""])]
+        for trainee in self.trainees:
+            trainee.optimizer = build_optimizer(trainee.network, trainee.network.backbone.config.depth, cfg.optim)
+        self.optimizers = [t.optimizer for t in self.trainees]
+        self.store = self.trainees[0].store
         self.start = DataCursor()
         if self.resume_path is not None:
-            self.store.load(self.resume_path, self.meta, self.optimizer)
+            for trainee in self.trainees:
+                trainee.store.load(trainee.store.dir / self.resume_path.name, trainee.module, trainee.optimizer)
             self.start = DataCursor.from_dict(resume_state["data"])
         self.schedules = build_run_schedules(self.plan, cfg)
+        lr = self.schedules.lr
+        self.lr_ramp = lr.cosine_iters if cfg.optim.lr_shape == "ramp_constant" else lr.warmup_iters
         self.guard = CollapseGuard(cfg.dino.prototypes, cfg.train.collapse_window or default_window(self.plan.total_iters),
-                                   cfg.train.collapse_tolerance, grace=self.schedules.lr.warmup_iters)
+                                   cfg.train.collapse_tolerance, grace=self.lr_ramp or 0)
         self.batch = cfg.train.batch_size_per_gpu
         self.global_batch = self.batch * env.world_size
         self.loader, self.sampler = build_pretrain_loader(
@@ -122,22 +171,34 @@ class Pretrainer:
         )
         self.metrics = MetricsLog(self.out / METRICS_NAME, env.is_main)
         self.metrics.truncate_from(self.start.iteration)
-        self.flops_per_image = pretrain_flops_per_image(
+        # MFU counts the pretraining step (student fwd+bwd on all crops, teacher fwd on the global
+        # crops); a distillation step has another teacher, so no MFU is reported for it.
+        self.flops_per_image = None if self.distilling else pretrain_flops_per_image(
             backbone_cfg, step_shape(cfg), cfg.dino.head_config(),
             cfg.ibot.head_config() if cfg.ibot.separate_head else None,
         )
         device_name = torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else "cpu"
-        self.peak_flops = device_peak_flops(device_name, cfg.parallel.peak_tflops) if env.device.type == "cuda" else None
+        on_gpu = env.device.type == "cuda" and self.flops_per_image
+        self.peak_flops = device_peak_flops(device_name, cfg.parallel.peak_tflops) if on_gpu else None
         self._announce(n_images)
+        for line in built.lines if resume_state is None else []:
+            self.say(line, soft_wrap=True)
+        for caveat in built.caveats:
+            self.say(f"[yellow]{caveat}[/yellow]", soft_wrap=True)
+        if self.data.warning:
+            self.say(f"[yellow]warning: {self.data.warning}[/yellow]", soft_wrap=True)
         self._write_manifest(self.start.iteration, complete=False)
 
     def _announce(self, n_images: int) -> None:
         per_data_epoch = n_images // self.global_batch
+        archs = ", ".join(self.cfg.distill.students) if self.distilling else self.cfg.model.arch
+        sizes = sorted({v.global_size for v in self.data.dataset.variants})
+        crop = f"global crops {'/'.join(map(str, sizes))} px"
         self.say(
-            f"pretrain: {self.cfg.model.arch} on {self.env.world_size} x {self.env.device.type} "
+            f"{self.cfg.stage}: {archs} on {self.env.world_size} x {self.env.device.type} "
             f"({str(self.param_dtype).replace('torch.', '')}); {n_images} images, global batch {self.global_batch}: "
             f"{per_data_epoch} iterations per pass over the data; schedule epoch = {self.plan.epoch_length} "
-            f"iterations; {self.plan.total_iters} iterations in total, peak lr {self.plan.peak_lr:.3g}"
+            f"iterations; {self.plan.total_iters} iterations in total, peak lr {self.plan.peak_lr:.3g}; {crop}"
         )
         self.say(self._recipe_line())
         if self.resume_path is not None:
@@ -147,30 +208,52 @@ class Pretrainer:
     def _recipe_line(self) -> str:
         """Which preset is in force and the schedule it gives this run, in iterations."""
         cfg, sched = self.cfg, self.schedules
+        lr_words = "lr cosine ramp from 0, then constant, over" if cfg.optim.lr_shape == "ramp_constant" else "lr warm-up"
+        ema = "student EMA momentum" if self.distilling else "teacher momentum"
         kind = PRESET_KINDS.get(cfg.preset.kind, cfg.preset.kind)
         note = f": {cfg.preset.note}" if cfg.preset.note else ""
         return (
-            f"recipe {cfg.preset.name} ({kind}){note}. This run: lr warm-up {sched.lr.warmup_iters} iterations; "
+            f"recipe {cfg.preset.name} ({kind}){note}. This run: {lr_words} {self.lr_ramp} iterations; "
             f"teacher temperature {cfg.teacher.warmup_temp:g} -> {cfg.teacher.temp:g} over "
-            f"{sched.teacher_temp.warmup_iters}; teacher momentum {cfg.teacher.momentum:g} -> "
+            f"{sched.teacher_temp.warmup_iters}; {ema} {cfg.teacher.momentum:g} -> "
             f"{cfg.teacher.final_momentum:g}; centre init {cfg.dino.center_init}; "
             f"{cfg.dino.prototypes} prototypes"
         )
 
-    def _extra(self, iteration: int) -> dict[str, Any]:
-        latest = self.store.latest()
+    def _extra(self, iteration: int, trainee: Trainee) -> dict[str, Any]:
+        latest = trainee.store.latest()
+        backbone = trainee.module.teacher.backbone  # the exported network: the teacher, or a student's EMA
         return {
             "iteration": iteration,
             "plan": self.plan.to_dict(),
             "latest_checkpoint": latest.name if latest else None,
-            "model": {k: v for k, v in describe_backbone(self.meta.student.backbone).items() if k != "config"},
+            "model": {k: v for k, v in describe_backbone(backbone).items() if k != "config"},
             "flops_per_image": self.flops_per_image,
         }
 
     def _write_manifest(self, iteration: int, complete: bool) -> None:
-        if self.env.is_main:
+        if not self.env.is_main:
+            return
+        if not self.distilling:
+            trainee = self.trainees[0]
             backbone = self.out / BACKBONE_NAME if complete else None
-            write_run_manifest(self.out, self.resolved, self.inputs, self._extra(iteration), complete, backbone)
+            write_run_manifest(self.out, self.resolved, self.inputs, self._extra(iteration, trainee), complete,
+                               backbone, stage=self.cfg.stage)
+            return
+        # distill: one checkpoint artifact per student (its config names its arch), and the run's
+        # own manifest listing the students' backbones
+        backbones = []
+        for trainee in self.trainees:
+            trainee.run_dir.mkdir(parents=True, exist_ok=True)
+            resolved = {**self.resolved, "out": str(trainee.run_dir),
+                        "model": {**self.resolved.get("model", {}), "arch": trainee.name}}
+            backbone = trainee.run_dir / BACKBONE_NAME if complete else None
+            write_run_manifest(trainee.run_dir, resolved, self.inputs, self._extra(iteration, trainee), complete,
+                               backbone, stage=self.cfg.stage)
+            backbones.append(Path(trainee.name) / BACKBONE_NAME)
+        extra = {"iteration": iteration, "plan": self.plan.to_dict(), "students": [t.name for t in self.trainees]}
+        write_run_manifest(self.out, self.resolved, self.inputs, extra, complete,
+                           backbones if complete else None, stage=self.cfg.stage)
 
     # ---- steps ----------------------------------------------------------------------------------
 
@@ -189,7 +272,7 @@ class Pretrainer:
     def step(self, iteration: int, batch: dict[str, Any]) -> dict[str, float]:
         torch.manual_seed(derive_seed(self.cfg.train.seed, STREAM_MODEL, iteration, self.env.rank))
         logged = train_step(
-            self.meta, self.optimizer, batch_to_device(batch, self.env.device), self.schedules.at(iteration),
+            self.meta, self.optimizers, batch_to_device(batch, self.env.device), self.schedules.at(iteration),
             self.cfg.optim.clip_grad, lambda values: self._check_finite(iteration, values),
         )
         logged["teacher_mi"] = teacher_information(logged)
@@ -210,7 +293,10 @@ class Pretrainer:
     def _save(self, iteration: int) -> None:
         cursor = self.sampler.order.cursor_at(iteration)
         state = {"data": cursor.to_dict(), "plan": self.plan.to_dict(), "seed": self.cfg.train.seed}
-        self.store.save(iteration, self.meta, self.optimizer, state)
+        for trainee in self.trainees:
+            trainee.store.save(iteration, trainee.module, trainee.optimizer, state, prune=False)
+        for trainee in self.trainees:  # pruned only once every trainee holds the new checkpoint
+            trainee.store.prune()
         self._write_manifest(iteration, complete=False)
 
     def run(self) -> RunSummary:
@@ -222,7 +308,7 @@ class Pretrainer:
         batches = iter(self.loader)
         try:
             with progress() if self.env.is_main else _SilentBar() as bar:
-                task = bar.add_task("pretrain", total=total, completed=start)
+                task = bar.add_task(self.cfg.stage, total=total, completed=start)
                 for iteration in range(start, total):
                     batch = next(batches)
                     logged = self.step(iteration, batch)
@@ -240,7 +326,7 @@ class Pretrainer:
         summary.seconds = time.perf_counter() - started
         summary.images_per_s = images / summary.seconds if images else 0.0
         self._write_manifest(total, complete=True)
-        summary.backbone = str(self.out / BACKBONE_NAME)
+        summary.backbone = ", ".join(str(t.run_dir / BACKBONE_NAME) for t in self.trainees)
         summary.complete = True
         return summary
 
@@ -262,7 +348,7 @@ class Pretrainer:
         bar.update(task, description=description)
         if getattr(bar, "disable", False) and self.env.is_main and not quiet():
             # no live bar (output is not a terminal): the same line, printed
-            console.print(f"pretrain {iteration + 1}/{self.plan.total_iters}: {description}", soft_wrap=True)
+            console.print(f"{self.cfg.stage} {iteration + 1}/{self.plan.total_iters}: {description}", soft_wrap=True)
 
 
 class _SilentBar:

@@ -24,6 +24,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.utils.checkpoint import checkpoint
 
 from lvdtool.errors import ConfigError
+from lvdtool.ssl.distill_arch import DistillMetaArch
 from lvdtool.ssl.meta_arch import SSLMetaArch, SSLNetwork
 
 VIEW_WARNING = "FSDP2-wrapped module .* returned a view tensor"
@@ -77,13 +78,25 @@ def _shard_network(network: SSLNetwork, mesh: DeviceMesh, plan: ParallelPlan, tr
     fully_shard(network, mesh=mesh, mp_policy=policy, reshard_after_forward=not trained)
 
 
-def parallelize(meta: SSLMetaArch, plan: ParallelPlan) -> SSLMetaArch:
-    """Move to the device and shard student and teacher in place; returns `meta`."""
+def networks_of(meta: SSLMetaArch | DistillMetaArch) -> list[tuple[SSLNetwork, bool]]:
+    """(network, trained) for every network of a meta-architecture. Distillation: the frozen
+    teacher (sharded for inference only: no gradients, resharded after each forward), then each
+    student and its EMA, sharded identically so the EMA runs shard-locally."""
+    if isinstance(meta, DistillMetaArch):
+        out = [(meta.teacher, False)]
+        for pair in meta.pairs.values():
+            out += [(pair.student, True), (pair.teacher, False)]
+        return out
+    return [(meta.student, True), (meta.teacher, False)]
+
+
+def parallelize(meta: SSLMetaArch | DistillMetaArch, plan: ParallelPlan) -> SSLMetaArch | DistillMetaArch:
+    """Move to the device and shard every network in place; returns `meta`."""
     # The networks return views (split head logits); nothing modifies them in place, so FSDP's
     # warning about in-place ops on view outputs does not apply.
     warnings.filterwarnings("ignore", message=VIEW_WARNING)
     meta.to(plan.device)
     mesh = init_device_mesh(plan.device.type, (plan.world_size,))
-    _shard_network(meta.student, mesh, plan, trained=True)
-    _shard_network(meta.teacher, mesh, plan, trained=False)
+    for network, trained in networks_of(meta):
+        _shard_network(network, mesh, plan, trained=trained)
     return meta

@@ -13,6 +13,7 @@ from typing import Any
 
 from lvdtool.errors import ConfigError
 from lvdtool.ssl.schedules import (
+    CosineSchedule,
     TrainingSchedules,
     lr_schedule,
     scaled_lr,
@@ -71,8 +72,12 @@ def build_run_schedules(plan: TrainPlan, cfg: PretrainConfig) -> TrainingSchedul
         raise ConfigError(
             f"optim.warmup_epochs={cfg.optim.warmup_epochs} is {warmup} iterations, longer than the run ({total})"
         )
+    if cfg.optim.lr_shape == "ramp_constant":
+        lr = CosineSchedule(0.0, plan.peak_lr, total, cosine_iters=warmup)  # DINOv3: cosine ramp 0 -> peak, then constant
+    else:
+        lr = lr_schedule(plan.peak_lr, cfg.optim.min_lr, total, warmup)
     return TrainingSchedules(
-        lr=lr_schedule(plan.peak_lr, cfg.optim.min_lr, total, warmup),
+        lr=lr,
         weight_decay=weight_decay_schedule(cfg.optim.weight_decay, cfg.optim.weight_decay_end, total),
         teacher_momentum=teacher_momentum_schedule(cfg.teacher.momentum, cfg.teacher.final_momentum, total),
         teacher_temp=teacher_temp_schedule(

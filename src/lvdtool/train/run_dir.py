@@ -15,7 +15,7 @@ from lvdtool.artifacts.manifest import MANIFEST_NAME, InputRef, Manifest, read_m
 from lvdtool.errors import ArtifactError, ConfigError
 from lvdtool.train.config import RESUME_IGNORES
 
-STAGE = "pretrain"
+STAGE = "pretrain"  # the default; hires-adapt and distill runs record their own stage name
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
@@ -39,27 +39,29 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 _EARLY_ENTRIES = ("data_table", "checkpoints", "metrics.jsonl")
 
 
-def _own_entry(name: str) -> bool:
-    return name in _EARLY_ENTRIES or name.startswith(".data_table.")  # its temp dir and rank parts
+def _own_entry(name: str, extra: tuple[str, ...] = ()) -> bool:
+    return name in _EARLY_ENTRIES or name in extra or name.startswith(".data_table.")  # its temp dir and rank parts
 
 
-def prepare_run_dir(out: Path, resolved: dict[str, Any], overwrite: bool) -> None:
-    """Rank 0, before anything else: start fresh, or check that a resume uses the same config."""
+def prepare_run_dir(out: Path, resolved: dict[str, Any], overwrite: bool, stage: str = STAGE,
+                    own_entries: tuple[str, ...] = ()) -> None:
+    """Rank 0, before anything else: start fresh, or check that a resume uses the same config.
+    `own_entries`: more names the run writes before its manifest (distilled students' folders)."""
     manifest_path = out / MANIFEST_NAME
     if overwrite and out.exists():
         shutil.rmtree(out)
     if manifest_path.exists():
         manifest = read_manifest(out)
-        if manifest.kind != "checkpoint" or manifest.stage != STAGE:
-            raise ArtifactError(f"{out}: holds a {manifest.kind} artifact of stage {manifest.stage}, not a pretrain run")
+        if manifest.kind != "checkpoint" or manifest.stage != stage:
+            raise ArtifactError(f"{out}: holds a {manifest.kind} artifact of stage {manifest.stage}, not a {stage} run")
         diffs = config_differences(manifest.config, resolved)
         if diffs:
             raise ConfigError(
                 f"{out}: this run was started with another config ({'; '.join(diffs[:3])}); "
                 "rerun with the same config to resume, or use --overwrite / another --out"
             )
-    elif out.exists() and any(not _own_entry(p.name) for p in out.iterdir()):
-        raise ArtifactError(f"{out}: exists and is not a pretrain run directory (use --overwrite or another --out)")
+    elif out.exists() and any(not _own_entry(p.name, own_entries) for p in out.iterdir()):
+        raise ArtifactError(f"{out}: exists and is not a {stage} run directory (use --overwrite or another --out)")
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -69,14 +71,19 @@ def write_run_manifest(
     inputs: list[InputRef],
     extra: dict[str, Any],
     complete: bool = False,
-    backbone: Path | None = None,
+    backbone: Path | list[Path] | None = None,
+    stage: str = STAGE,
 ) -> Manifest:
-    """The manifest of the run; complete runs list the final backbone.pth as their one shard."""
+    """The manifest of the run; complete runs list the final backbone.pth as their one shard
+    (a distillation run: each student's, as paths relative to `out`)."""
     shards = []
-    if backbone is not None and backbone.exists():
-        shards.append({"name": backbone.name, "rows": int(extra.get("iteration", 0)),
-                       "bytes": backbone.stat().st_size, "checksum": "sha256:" + file_sha256(backbone)})
-    manifest = Manifest(kind="checkpoint", stage=STAGE, config=resolved, inputs=inputs, shards=shards,
+    for path in [backbone] if isinstance(backbone, Path) else (backbone or []):
+        full = path if path.is_absolute() or path.parent == out else out / path
+        if full.exists():
+            name = path.name if full.parent == out else str(path)
+            shards.append({"name": name, "rows": int(extra.get("iteration", 0)),
+                           "bytes": full.stat().st_size, "checksum": "sha256:" + file_sha256(full)})
+    manifest = Manifest(kind="checkpoint", stage=stage, config=resolved, inputs=inputs, shards=shards,
                         extra=extra, complete=complete)
     manifest.write(out)
     return manifest

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from lvdtool.errors import TrainingError
 from lvdtool.ssl.collapse_stats import STAT_NAMES
+from lvdtool.ssl.distill_arch import DistillMetaArch
 from lvdtool.ssl.meta_arch import LOSS_NAMES, SSLMetaArch
 from lvdtool.ssl.schedules import ScheduleValues
 from lvdtool.train.distributed import all_reduce_mean
@@ -22,8 +24,8 @@ def batch_to_device(batch: dict[str, Any], device: torch.device) -> dict[str, An
 
 
 def train_step(
-    meta: SSLMetaArch,
-    optimizer: torch.optim.Optimizer,
+    meta: SSLMetaArch | DistillMetaArch,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
     batch: dict[str, Any],
     values: ScheduleValues,
     clip_grad: float,
@@ -32,22 +34,42 @@ def train_step(
     """Schedules -> forward (student and teacher) -> losses averaged over ranks -> finite check ->
     backward -> clip -> AdamW -> teacher EMA. Returns the logged values.
 
+    `optimizer`: one, or one per network of `meta.trained_networks()` (distillation students);
+    each network is clipped on its own, as if it trained alone; "grad_norm" is the largest norm.
     `check_finite` sees {"dino loss", "ibot loss", "koleo loss", "total loss"} before backward and
     {"gradient norm"} before the optimizer step, so a bad step raises with no weight changed.
+    The batch's global crop size is reduced too: ranks that disagree on it stop with an error.
     """
-    apply_schedule(optimizer, values)
+    optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
+    networks = meta.trained_networks()
+    if len(optimizers) != len(networks):
+        raise TrainingError(f"{len(optimizers)} optimizers for {len(networks)} trained networks")
+    for opt in optimizers:
+        apply_schedule(opt, values)
     losses = meta(batch, values.teacher_temp)
     names = LOSS_NAMES + STAT_NAMES
-    reduced = all_reduce_mean(torch.stack([losses[k].detach().float() for k in names]))
-    logged = dict(zip(names, reduced.tolist()))
+    names = names + tuple(sorted(k for k in losses if k not in names))
+    size = float(batch["global_crops"].shape[-1])
+    reduced = all_reduce_mean(torch.stack([*(losses[k].detach().float() for k in names),
+                                           torch.tensor(size, device=losses["loss"].device)]))
+    values_list = reduced.tolist()
+    if values_list[-1] != size:
+        raise TrainingError(f"the ranks trained on different crop sizes (this rank {size:g}, mean {values_list[-1]:g}): "
+                            "the per-iteration resolution choice must be the same on every rank")
+    logged = dict(zip(names, values_list))
+    logged["global_size"] = size
     if check_finite:
         check_finite({f"{k} loss": logged[k] for k in ("dino", "ibot", "koleo")} | {"total loss": logged["loss"]})
     losses["loss"].backward()
-    logged["grad_norm"] = float(clip_gradients(list(meta.student.parameters()), clip_grad))
+    norms = [float(clip_gradients(list(net.parameters()), clip_grad)) for net in networks]
+    logged["grad_norm"] = max(norms)
+    if len(norms) > 1 and hasattr(meta, "names"):
+        logged.update({f"{name}.grad_norm": norm for name, norm in zip(meta.names, norms)})
     if check_finite:
         check_finite({"gradient norm": logged["grad_norm"]})
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    for opt in optimizers:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
     meta.update_teacher(values.teacher_momentum)
     logged.update(lr=values.lr, last_layer_lr=values.last_layer_lr, wd=values.weight_decay,
                   momentum=values.teacher_momentum, teacher_temp=values.teacher_temp)

@@ -1,0 +1,77 @@
+"""`lvd hires-adapt`: a finished run -> a new run at a larger global crop (the 518 px phase).
+
+The new run starts from the source run's teacher (backbone and DINO/iBOT heads, in student and
+teacher; optimizer fresh) and trains at `crops.global_crops_size` (or a DINOv3-style mixture of
+resolutions) with a short-phase schedule from `configs/hires_recipe/`. The networks and the
+local crops are those of the source run (carried as overrides, so the manifest records them);
+the stored position-embedding grid is made to cover the largest crop. Same loop, restart and
+torchrun rules as `lvd pretrain` (`python -m lvdtool.stages.hires_adapt key=value ...`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from lvdtool.config import compose_config
+from lvdtool.console import print_summary
+from lvdtool.errors import ConfigError, LvdError
+from lvdtool.models import get_arch_config
+from lvdtool.overrides import carried, last_value
+from lvdtool.train.build import crop_sizes
+from lvdtool.train.config import PretrainConfig
+from lvdtool.train.loop import run_pretraining
+from lvdtool.train.source_run import open_source
+
+# What the new phase keeps from its source run: the networks, the local crops and augmentation,
+# the optimizer's structure. Schedules, length and the global crop size are the phase's own.
+CARRIED = ("model", "dino", "ibot", "crops", "optim.layerwise_decay", "optim.patch_embed_lr_mult",
+           "optim.token_weight_decay", "optim.reference_batch")
+NOT_CARRIED = ("crops.global_crops_size",)
+
+
+def compose(overrides: list[str]) -> tuple[PretrainConfig, dict[str, Any]]:
+    source_path = last_value(overrides, "from_run")
+    if not source_path:
+        raise ConfigError("hires-adapt needs the run to start from: --from RUN (from_run=...)")
+    source = open_source(source_path, role="from")
+    base = carried(source.config, CARRIED, skip=NOT_CARRIED) if source.config else []
+    cfg, resolved = compose_config("hires_adapt", base + overrides, PretrainConfig)
+    # The stored position-embedding grid must cover the largest global crop (518 px = 37 x 37 at
+    # patch 14). It is recorded in the config, so a resume rebuilds the same network.
+    arch = get_arch_config(cfg.model.arch)
+    patch = cfg.model.patch_size or arch.patch_size
+    stored = cfg.model.img_size or arch.img_size
+    largest = max(size for size, _, _ in crop_sizes(cfg, patch))
+    if largest > stored:
+        cfg.model.img_size = resolved["model"]["img_size"] = largest
+    return cfg, resolved
+
+
+def main(overrides: list[str], overwrite: bool = False) -> dict[str, Any]:
+    cfg, resolved = compose(overrides)
+    summary = run_pretraining(cfg, resolved, overwrite=overwrite)
+    rows = summary.as_rows()
+    if _is_rank_zero():
+        print_summary(f"hires-adapt -> {cfg.out}", rows)
+    return rows
+
+
+def _is_rank_zero() -> bool:
+    from lvdtool.artifacts.ranks import rank_info
+
+    return rank_info().rank == 0
+
+
+def _entry(argv: list[str]) -> int:
+    overwrite = "--overwrite" in argv
+    try:
+        main([a for a in argv if a != "--overwrite"], overwrite=overwrite)
+    except LvdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_entry(sys.argv[1:]))
