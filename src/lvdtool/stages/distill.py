@@ -13,11 +13,10 @@ import sys
 from typing import Any
 
 from lvdtool.config import compose_config
-from lvdtool.console import print_summary
-from lvdtool.errors import ConfigError, LvdError
+from lvdtool.errors import ConfigError
 from lvdtool.overrides import carried, last_value
 from lvdtool.train.config import PretrainConfig
-from lvdtool.train.loop import run_pretraining
+from lvdtool.stages.training_entry import module_entry, train_stage
 from lvdtool.train.source_run import open_source
 
 HEAD_KEYS = ("prototypes", "hidden_dim", "bottleneck_dim", "nlayers", "prototype_gain", "prototype_init")
@@ -35,29 +34,8 @@ def compose(overrides: list[str]) -> tuple[PretrainConfig, dict[str, Any]]:
 
 
 def main(overrides: list[str], overwrite: bool = False) -> dict[str, Any]:
-    cfg, resolved = compose(overrides)
-    summary = run_pretraining(cfg, resolved, overwrite=overwrite)
-    rows = summary.as_rows()
-    if _is_rank_zero():
-        print_summary(f"distill -> {cfg.out}", rows)
-    return rows
-
-
-def _is_rank_zero() -> bool:
-    from lvdtool.artifacts.ranks import rank_info
-
-    return rank_info().rank == 0
-
-
-def _entry(argv: list[str]) -> int:
-    overwrite = "--overwrite" in argv
-    try:
-        main([a for a in argv if a != "--overwrite"], overwrite=overwrite)
-    except LvdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return train_stage(compose, overrides, overwrite)
 
 
 if __name__ == "__main__":
-    sys.exit(_entry(sys.argv[1:]))
+    sys.exit(module_entry(main, sys.argv[1:]))
