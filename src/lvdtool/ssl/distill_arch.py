@@ -53,6 +53,10 @@ class DistillMetaArch(nn.Module):
         self.config = config
         self.teacher = teacher
         self.teacher.requires_grad_(False)
+        for network in students.values():
+            # students are never masked: the mask token gets no gradient, so it is frozen (else the
+            # optimizer holds no state for it, and a resume's fresh optimizer state cannot be loaded)
+            network.backbone.mask_token.requires_grad_(False)
         self.pairs = nn.ModuleDict({name: StudentPair(network) for name, network in students.items()})
         self.teacher_forwards = 0  # batches the teacher has run on (one per step, whatever the student count)
 
