@@ -179,7 +179,7 @@ def hires_adapt(
 def distill(
     ctx: typer.Context,
     teacher: Path = typer.Option(..., "--teacher", help="Run directory of the frozen teacher (backbone and heads)."),
-    arch: List[str] = typer.Option(..., "--arch", help="Student architecture (same patch size as the teacher); repeatable: one teacher forward serves all."),
+    arch: Optional[List[str]] = typer.Option(None, "--arch", help="Student architecture (same patch size as the teacher); repeatable: one teacher forward serves all. Default: the recipe's students."),
     images: Path = typer.Option(..., "--images", "--data", help="Images artifact to distil on."),
     selection: Optional[Path] = typer.Option(None, "--selection", help="Train only on the keys of this selection."),
     out: Path = typer.Option(..., "--out", help="Run directory: one checkpoint artifact per student under out/<arch>/."),
@@ -196,7 +196,7 @@ def distill(
     from lvdtool.stages import distill as stage
 
     overrides = sugar(**{
-        "distill.teacher": str(teacher), "distill.students": list(arch), "data.images": str(images),
+        "distill.teacher": str(teacher), "distill.students": list(arch or []), "data.images": str(images),
         "data.selection": str(selection) if selection else None, "out": str(out), "distill_recipe": recipe,
         "train.iterations": iterations, "train.epochs": epochs, "train.batch_size_per_gpu": batch_size,
         "data.workers": workers, "parallel.device": device,

@@ -91,3 +91,11 @@ def vit_micro8() -> BackboneConfig:
     1.0: about 55k parameters, a distillation student of the small-data preset's vit_mini8."""
     return BackboneConfig(embed_dim=32, depth=4, num_heads=2, patch_size=8, img_size=32, layerscale_init=1.0,
                           pos_embed_init_std=1.0)
+
+
+@register_arch("vit_s16plus_reg4")
+def vit_s16plus_reg4() -> BackboneConfig:
+    """ViT-S/16 with a SwiGLU FFN of ratio 6 and 4 registers (29M parameters): the DINOv2-family
+    form of DINOv3's distilled "ViT-S+" student (which has RoPE instead of a learned position
+    embedding; that family comes with lvd's DINOv3 support)."""
+    return _preset("vit_small", 16, REGISTER_TOKENS).replace(ffn="swiglu", mlp_ratio=6.0)
