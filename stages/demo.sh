@@ -64,6 +64,26 @@ for name in run/backbone random_mini8; do
   lvd probe --weights "$W/$name.pth" --train "$W/digits_train" --val "$W/digits_val" --out "$W/probe_$(basename $name)" \
     resolution=32 resize=32 linear.epochs=20
 done
+# 8. hires-adapt: the trained run continued at 64 px global crops (the demo digits are stored at 64 px), from
+#    its teacher (backbone and heads); its 4x4 position grid is resized once to 8x8.
+lvd hires-adapt --from "$W/run" --images "$W/digits_train" --out "$W/run_hr" --size 64 --iterations 100 \
+  crops.flip_prob=0 data.workers=2 train.batch_size_per_gpu=64 optim.base_lr=0.001 train.log_every=20 checkpoint.every=50
+
+# 9. distill: the adapted run as a frozen teacher and two students trained at once on its targets (one teacher
+#    forward per batch): vit_mini8 (the teacher's size) and vit_micro8 (4x narrower, 55k parameters). Each
+#    student's exported backbone.pth is its EMA. Then probe the teacher, the students and the students at random init.
+lvd distill --teacher "$W/run_hr" --arch vit_mini8 --arch vit_micro8 --images "$W/digits_train" --out "$W/distill" \
+  --recipe small_data --iterations 400 crops.flip_prob=0 train.log_every=50 checkpoint.every=200
+[ -f "$W/random_micro8.pth" ] || $PY - "$W/random_micro8.pth" <<'PY'
+import sys, torch
+from lvdtool.models import build_backbone, save_backbone
+torch.manual_seed(0)
+save_backbone(build_backbone("vit_micro8"), sys.argv[1])
+PY
+for name in run_hr/backbone distill/vit_mini8/backbone distill/vit_micro8/backbone random_micro8; do
+  lvd probe --weights "$W/$name.pth" --train "$W/digits_train" --val "$W/digits_val" --out "$W/probe_${name//\//_}" \
+    resolution=32 resize=32 linear.epochs=20
+done
 $PY - "$W" <<'PY'
 import json, sys, torch
 from pathlib import Path
@@ -77,8 +97,13 @@ def pixels(name):
     return x, torch.tensor([int(s.meta["label"].removeprefix("digit")) for s in samples])
 (xt, yt), (xv, yv) = pixels("digits_train"), pixels("digits_val")
 raw = knn_classify(xt, yt, xv, yv, ks=(20,))[20]["top1"]
-top1 = {n: json.loads((w / f"probe_{n}" / "report.json").read_text())["knn"]["20"]["top1"] for n in ("backbone", "random_mini8")}
+names = ("backbone", "random_mini8", "run_hr_backbone", "distill_vit_mini8_backbone", "distill_vit_micro8_backbone",
+         "random_micro8")
+top1 = {n: json.loads((w / f"probe_{n}" / "report.json").read_text())["knn"]["20"]["top1"] for n in names}
 print(f"k-NN@20 top-1 on the {len(yv)} held-out digits: pretrained {top1['backbone']:.1f}%, "
       f"same network at random init {top1['random_mini8']:.1f}%, raw pixels {raw:.1f}%")
+print(f"after hires-adapt (the distillation teacher) {top1['run_hr_backbone']:.1f}%; distilled students: vit_mini8 "
+      f"{top1['distill_vit_mini8_backbone']:.1f}% (random init {top1['random_mini8']:.1f}%), vit_micro8 "
+      f"{top1['distill_vit_micro8_backbone']:.1f}% (random init {top1['random_micro8']:.1f}%)")
 PY
-echo "demo done: see $W/raw_grid.png, $W/dedup/report, $W/curated/report/, $W/probe_backbone/report.md (trained) and $W/probe_random_mini8/report.md, $W/probe_backbone/patch_pca.png"
+echo "demo done: see $W/raw_grid.png, $W/dedup/report, $W/curated/report/, $W/probe_backbone/report.md (trained) and $W/probe_random_mini8/report.md, $W/probe_backbone/patch_pca.png, $W/probe_distill_vit_micro8_backbone/report.md (distilled)"

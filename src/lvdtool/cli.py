@@ -5,7 +5,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -116,33 +116,64 @@ def probe(
     stage.main(overrides + list(ctx.args))
 
 
+# Options the three training commands (pretrain, hires-adapt, distill) share, and the keys they set.
+def _selection_option() -> Any:
+    return typer.Option(None, "--selection", help="Train only on the keys of this selection (e.g. curate's output).")
+
+
+def _iterations_option() -> Any:
+    return typer.Option(None, "--iterations", help="Training length in iterations.")
+
+
+def _batch_option() -> Any:
+    return typer.Option(None, "--batch-size", help="Images per GPU (per rank).")
+
+
+def _workers_option() -> Any:
+    return typer.Option(None, "--workers", help="Decode + augment processes per rank.")
+
+
+def _device_option() -> Any:
+    return typer.Option(None, "--device", help="auto | cpu | cuda")
+
+
+def _overwrite_option() -> Any:
+    return typer.Option(False, "--overwrite", help="Delete an existing run directory first.")
+
+
+def _training_keys(images: Optional[Path], selection: Optional[Path], out: Path, iterations: Optional[int],
+                   batch_size: Optional[int], workers: Optional[int], device: Optional[str]) -> dict[str, Any]:
+    return {"data.images": str(images) if images else None, "data.selection": str(selection) if selection else None,
+            "out": str(out), "train.iterations": iterations, "train.batch_size_per_gpu": batch_size,
+            "data.workers": workers, "parallel.device": device}
+
+
 @app.command("pretrain", context_settings=OVERRIDES, epilog=EPILOG.format(stage="pretrain"))
 def pretrain(
     ctx: typer.Context,
     arch: Optional[str] = typer.Option(None, "--arch", help="Recipe preset: vit_s14 | vit_b14 | vit_l14 | vit_g14 (+ _reg4) as the paper trains them; small_data (lvd's, for one machine and a small dataset); vit_tiny, vit_test."),
     images: Optional[Path] = typer.Option(None, "--images", "--data", help="Images artifact to train on."),
-    selection: Optional[Path] = typer.Option(None, "--selection", help="Train only on the keys of this selection (e.g. curate's output)."),
+    selection: Optional[Path] = _selection_option(),
     out: Path = typer.Option(..., "--out", help="Run directory; rerunning the same command resumes it."),
     init: Optional[Path] = typer.Option(None, "--init", help="Backbone file to continue pretraining from (heads start fresh)."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Training length in iterations."),
+    iterations: Optional[int] = _iterations_option(),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Training length in passes over the data."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per GPU (per rank)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decode + augment processes per rank."),
+    batch_size: Optional[int] = _batch_option(),
+    workers: Optional[int] = _workers_option(),
     seed: Optional[int] = typer.Option(None, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    device: Optional[str] = _device_option(),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp32"),
     compile: Optional[bool] = typer.Option(None, "--compile", help="torch.compile each block."),
     activation_checkpointing: Optional[bool] = typer.Option(None, "--activation-checkpointing", help="Recompute blocks in backward."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory first."),
+    overwrite: bool = _overwrite_option(),
 ) -> None:
     """Train a ViT with the DINOv2 recipe (DINO + iBOT + KoLeo, EMA teacher, multi-crop, FSDP2, exact resume)."""
     from lvdtool.overrides import sugar
     from lvdtool.stages import pretrain as stage
 
     overrides = sugar(**{
-        "recipe": arch, "data.images": str(images) if images else None, "data.selection": str(selection) if selection else None,
-        "out": str(out), "init": str(init) if init else None, "train.iterations": iterations, "train.epochs": epochs,
-        "train.batch_size_per_gpu": batch_size, "data.workers": workers, "train.seed": seed, "parallel.device": device,
+        "recipe": arch, **_training_keys(images, selection, out, iterations, batch_size, workers, device),
+        "init": str(init) if init else None, "train.epochs": epochs, "train.seed": seed,
         "parallel.precision": precision, "parallel.compile": compile, "parallel.activation_checkpointing": activation_checkpointing,
     })
     stage.main(overrides + list(ctx.args), overwrite=overwrite)
@@ -153,24 +184,23 @@ def hires_adapt(
     ctx: typer.Context,
     from_run: Path = typer.Option(..., "--from", help="Run directory to start from (its teacher: backbone and heads), or a backbone file (heads fresh)."),
     images: Path = typer.Option(..., "--images", "--data", help="Images artifact (ingested at least as large as the crop)."),
-    selection: Optional[Path] = typer.Option(None, "--selection", help="Train only on the keys of this selection."),
+    selection: Optional[Path] = _selection_option(),
     out: Path = typer.Option(..., "--out", help="New run directory; rerunning the same command resumes it."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="dinov2 (518 px, lvd's schedule; default) | dinov3 (the official mixed-resolution phase)."),
     size: Optional[int] = typer.Option(None, "--size", help="Global crop size in pixels (default 518)."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Length of the phase in iterations."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per GPU (per rank)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decode + augment processes per rank."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory first."),
+    iterations: Optional[int] = _iterations_option(),
+    batch_size: Optional[int] = _batch_option(),
+    workers: Optional[int] = _workers_option(),
+    device: Optional[str] = _device_option(),
+    overwrite: bool = _overwrite_option(),
 ) -> None:
     """Continue a run at high resolution (DINOv2's 518 px phase; DINOv3's resolution mixture with --recipe dinov3)."""
     from lvdtool.overrides import sugar
     from lvdtool.stages import hires_adapt as stage
 
     overrides = sugar(**{
-        "from_run": str(from_run), "data.images": str(images), "data.selection": str(selection) if selection else None,
-        "out": str(out), "hires_recipe": recipe, "crops.global_crops_size": size, "train.iterations": iterations,
-        "train.batch_size_per_gpu": batch_size, "data.workers": workers, "parallel.device": device,
+        "from_run": str(from_run), **_training_keys(images, selection, out, iterations, batch_size, workers, device),
+        "hires_recipe": recipe, "crops.global_crops_size": size,
     })
     stage.main(overrides + list(ctx.args), overwrite=overwrite)
 
@@ -181,25 +211,23 @@ def distill(
     teacher: Path = typer.Option(..., "--teacher", help="Run directory of the frozen teacher (backbone and heads)."),
     arch: Optional[List[str]] = typer.Option(None, "--arch", help="Student architecture (same patch size as the teacher); repeatable: one teacher forward serves all. Default: the recipe's students."),
     images: Path = typer.Option(..., "--images", "--data", help="Images artifact to distil on."),
-    selection: Optional[Path] = typer.Option(None, "--selection", help="Train only on the keys of this selection."),
+    selection: Optional[Path] = _selection_option(),
     out: Path = typer.Option(..., "--out", help="Run directory: one checkpoint artifact per student under out/<arch>/."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="dinov2 (default) | dinov3 (the official distillation schedule) | small_data."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Training length in iterations."),
+    iterations: Optional[int] = _iterations_option(),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Training length in passes over the data."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per GPU (per rank)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decode + augment processes per rank."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory first."),
+    batch_size: Optional[int] = _batch_option(),
+    workers: Optional[int] = _workers_option(),
+    device: Optional[str] = _device_option(),
+    overwrite: bool = _overwrite_option(),
 ) -> None:
     """Distil a frozen teacher into one or more students (DINO + iBOT + KoLeo on its targets; EMA students exported)."""
     from lvdtool.overrides import sugar
     from lvdtool.stages import distill as stage
 
     overrides = sugar(**{
-        "distill.teacher": str(teacher), "distill.students": list(arch or []), "data.images": str(images),
-        "data.selection": str(selection) if selection else None, "out": str(out), "distill_recipe": recipe,
-        "train.iterations": iterations, "train.epochs": epochs, "train.batch_size_per_gpu": batch_size,
-        "data.workers": workers, "parallel.device": device,
+        "distill.teacher": str(teacher), "distill.students": list(arch or []), "distill_recipe": recipe,
+        **_training_keys(images, selection, out, iterations, batch_size, workers, device), "train.epochs": epochs,
     })
     stage.main(overrides + list(ctx.args), overwrite=overwrite)
 

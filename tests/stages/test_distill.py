@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+from kill_run import run_until_then_kill
 from lvd_runner import lvd
 from lvdtool.artifacts import read_manifest
 from lvdtool.errors import ArtifactError, ConfigError
@@ -234,16 +233,9 @@ def test_killed_distill_rerun_equals_uninterrupted_and_checkpoints_hold_only_the
     assert [r["iteration"] for r in metrics(reference)] == list(range(RESUME_ITERATIONS))
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "lvdtool.stages.distill", *distill_args(data, killed, *args)],
-                            env=env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # the second student's first checkpoint: both students then hold ckpt-2 (saved in order)
     first = killed / STUDENTS[-1] / "checkpoints" / "ckpt-00000002"
-    deadline = time.monotonic() + 120
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert first.exists(), "the run died before its first checkpoint"
+    run_until_then_kill([sys.executable, "-m", "lvdtool.stages.distill", *distill_args(data, killed, *args)], first, env())
     assert not read_manifest(killed).complete, "the run finished before the kill: nothing was interrupted"
 
     rerun = module_run("lvdtool.stages.distill", distill_args(data, killed, *args))  # the same command again

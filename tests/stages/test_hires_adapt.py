@@ -12,10 +12,8 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ import torch.distributed as dist
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from kill_run import run_until_then_kill
 from lvd_runner import lvd
 from lvdtool.artifacts import read_manifest
 from lvdtool.data.resolution import ResolutionChoice
@@ -218,15 +217,8 @@ def test_steps_run_at_the_new_size_and_the_manifest_records_the_source(sources, 
 
 def test_killed_run_rerun_equals_the_uninterrupted_one(digits, reference, tmp_path):
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(command("hires_adapt", [*reference["args"], f"out={killed}"]), env=env(),
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = killed / "checkpoints" / "ckpt-00000002"
-    deadline = time.monotonic() + 120
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert first.exists(), "the run died before its first checkpoint"
+    run_until_then_kill(command("hires_adapt", [*reference["args"], f"out={killed}"]), first, env())
     assert not read_manifest(killed).complete, "the run finished before the kill: nothing was interrupted"
     # an unfinished run is no place to start another phase from
     with pytest.raises(ArtifactError, match="not complete"):

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ import torch.distributed as dist
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from kill_run import run_until_then_kill
 from lvd_runner import lvd
 from lvdtool.artifacts import ImagesArtifact, Manifest, read_manifest
 from lvdtool.data.eval_transform import EvalTransform, normalize_batch
@@ -96,15 +95,8 @@ def test_two_rank_run_killed_and_rerun_equals_uninterrupted_and_resumes_on_one_r
 
     killed = tmp_path / "killed"
     launcher = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "lvdtool.stages.pretrain"]
-    proc = subprocess.Popen([*launcher, *args, f"out={killed}"], env=env(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = killed / "checkpoints" / "ckpt-00000010"
-    deadline = time.monotonic() + 120
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-run
-    proc.wait()
-    assert first.exists(), "the run died before its first checkpoint"
+    run_until_then_kill([*launcher, *args, f"out={killed}"], first, env())  # the launcher and both ranks, mid-run
     assert not read_manifest(killed).complete, "the run finished before the kill: nothing was interrupted"
     one_rank = tmp_path / "one_rank"
     shutil.copytree(killed, one_rank)
@@ -196,23 +188,28 @@ LEARN_GAP_TO_PIXELS = 5  # percentage points below raw pixels at most
 SMALL_DATA = ["recipe=small_data", "crops.flip_prob=0", "train.log_every=10", "checkpoint.every=100000"]
 
 
-@pytest.mark.slow
-def test_small_data_recipe_learns_on_real_images_and_the_guard_stays_silent(digits, tmp_path):
-    """The README's small-data recipe, 800 iterations on the 1437 training digits (about 2.5 minutes on 2
-    cores):
-    the DINO loss ends clearly below ln K, and k-NN on the 360 held-out digits
-    is far above the same network at random init and close to raw pixels (numbers in docs/pretrain.md)."""
-    out = tmp_path / "learn"
+@pytest.fixture(scope="module")
+def learned(digits, tmp_path_factory) -> dict:
+    """The README's small-data recipe trained once, 800 iterations on the 1437 training digits (about 2.5
+    minutes on 2 cores): the learning test checks it, the distillation test uses it as its teacher."""
+    out = tmp_path_factory.mktemp("learn") / "run"
     # a fresh process, as `lvd pretrain` runs (its DataLoader workers fork a clean parent)
     proc = run_stage([*SMALL_DATA, f"data.images={digits['images']}", f"data.selection={digits['selection']}",
                       f"out={out}", f"train.iterations={LEARN_ITERATIONS}"], timeout=900, threads=2)
-    printed = " ".join((proc.stdout + proc.stderr).split())
+    train_keys = set(pq.read_table(digits["selection"] / "shards" / "selection-000000.parquet").column("key").to_pylist())
+    return {"out": out, "printed": " ".join((proc.stdout + proc.stderr).split()), "train_keys": train_keys}
+
+
+@pytest.mark.slow
+def test_small_data_recipe_learns_on_real_images_and_the_guard_stays_silent(digits, learned):
+    """The DINO loss ends clearly below ln K, and k-NN on the 360 held-out digits is far above the same
+    network at random init and close to raw pixels (numbers in docs/pretrain.md)."""
+    out, printed, train_keys = learned["out"], learned["printed"], learned["train_keys"]
     assert "recipe small_data (lvd's preset, not the paper's)" in printed
     assert "collapse" not in printed
     last = metrics(out)[-1]
     assert last["dino"] < 0.96 * np.log(1024), last  # measured 6.47 = 0.93 ln K
     assert last["teacher_mi"] > 0.3, last  # nats the teacher's target carries about the image (measured 0.56)
-    train_keys = set(pq.read_table(digits["selection"] / "shards" / "selection-000000.parquet").column("key").to_pylist())
     torch.manual_seed(0)  # train.seed: the run's starting weights
     random_init = knn_top1(build_backbone("vit_mini8"), digits["images"], train_keys)
     trained = knn_top1(load_backbone(out / "backbone.pth"), digits["images"], train_keys)
@@ -221,6 +218,38 @@ def test_small_data_recipe_learns_on_real_images_and_the_guard_stays_silent(digi
           f"raw pixels {raw:.1f}%; final DINO {last['dino']:.3f} (ln K {np.log(1024):.3f})")
     assert trained > random_init + 25
     assert trained > raw - LEARN_GAP_TO_PIXELS
+
+
+DISTILL_ITERATIONS = 250  # about a minute on 2 CPU cores (the teacher trained 800)
+STUDENT_GAP_TO_TEACHER = 5  # percentage points below the teacher at most
+
+
+@pytest.mark.slow
+def test_distilled_student_learns_from_the_trained_teacher(digits, learned, tmp_path):
+    """`lvd distill` with the small_data preset: a student of the teacher's architecture, from its own random
+    init, trained only on the frozen teacher's targets, reaches a k-NN accuracy close to the teacher's and far
+    above its random init in a fraction of the teacher's iterations (numbers, and the smaller vit_micro8
+    student, in docs/hires_distill.md)."""
+    out = tmp_path / "distill"
+    args = [f"distill.teacher={learned['out']}", "distill.students=[vit_mini8]", "distill_recipe=small_data",
+            "crops.flip_prob=0", f"data.images={digits['images']}", f"data.selection={digits['selection']}",
+            f"out={out}", f"train.iterations={DISTILL_ITERATIONS}", "train.log_every=50", "checkpoint.every=100000"]
+    proc = subprocess.run([sys.executable, "-m", "lvdtool.stages.distill", *args], capture_output=True, text=True,
+                          env={**env(), "OMP_NUM_THREADS": "2"}, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = " ".join((proc.stdout + proc.stderr).split())
+    assert "frozen teacher vit_mini8 <- the teacher of pretrain run" in printed
+    assert "collapse" not in printed
+    train_keys = learned["train_keys"]
+    teacher = knn_top1(load_backbone(learned["out"] / "backbone.pth"), digits["images"], train_keys)
+    torch.manual_seed(0)
+    random_init = knn_top1(build_backbone("vit_mini8"), digits["images"], train_keys)  # the student's init
+    student = knn_top1(load_backbone(out / "vit_mini8" / "backbone.pth"), digits["images"], train_keys)
+    last = metrics(out)[-1]
+    print(f"k-NN top-1 (k=20) on held-out digits: teacher {teacher:.1f}%, distilled student {student:.1f}%, "
+          f"student at random init {random_init:.1f}%; final student DINO {last['dino']:.3f}")
+    assert student > random_init + 25
+    assert student > teacher - STUDENT_GAP_TO_TEACHER
 
 
 def test_collapse_guard_stops_a_collapsing_run(digits, tmp_path):

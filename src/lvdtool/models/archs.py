@@ -93,7 +93,7 @@ def vit_micro8() -> BackboneConfig:
                           pos_embed_init_std=1.0)
 
 
-@register_arch("vit_s16plus_reg4")
+@register_arch("vit_s16plus_reg4", kind="lvd")
 def vit_s16plus_reg4() -> BackboneConfig:
     """ViT-S/16 with a SwiGLU FFN of ratio 6 and 4 registers (29M parameters): the DINOv2-family
     form of DINOv3's distilled "ViT-S+" student (which has RoPE instead of a learned position

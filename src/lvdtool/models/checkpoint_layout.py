@@ -84,7 +84,7 @@ def _need(state: Mapping[str, torch.Tensor], key: str, source: str) -> torch.Ten
 
 def _num_heads(embed_dim: int) -> int:
     """Heads are not stored in the weights: take them from a registered arch of that width."""
-    order = {"preset": 0, "base": 1, "test": 2}
+    order = {"preset": 0, "base": 1, "lvd": 2, "test": 3}
     for entry in sorted(arch_entries(), key=lambda e: order[e.kind]):
         known = entry.build_config()
         if known.embed_dim == embed_dim:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from lvdtool.errors import ConfigError
 from lvdtool.models.config import BackboneConfig
 
-ArchKind = Literal["preset", "base", "test"]
+ArchKind = Literal["preset", "base", "test", "lvd"]  # lvd: lvd's own (no official hub model)
 ConfigBuilder = Callable[[], BackboneConfig]
 
 
@@ -61,7 +61,7 @@ def build_backbone(name: str, **overrides: Any) -> Any:
 
 def match_arch(config: BackboneConfig) -> str | None:
     """Name of the first registered arch with the same structure (presets before base names)."""
-    order = {"preset": 0, "base": 1, "test": 2}
+    order = {"preset": 0, "base": 1, "lvd": 2, "test": 3}
     for entry in sorted(_ARCHS.values(), key=lambda e: order[e.kind]):
         if entry.build_config().structure() == config.structure():
             return entry.name
