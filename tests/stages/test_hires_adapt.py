@@ -40,7 +40,7 @@ LOSS_KEYS = ("loss", "dino", "ibot", "koleo", "grad_norm")
 N_DIGITS = 400  # enough for a few batches of 8; the ingest stays around a second
 SOURCE = ["recipe=vit_test", "model.patch_size=8", "crops.global_crops_size=32", "crops.local_crops_size=16",
           "train.log_every=1", "data.workers=0", "train.batch_size_per_gpu=8", "train.iterations=6",
-          "checkpoint.every=3"]
+          "checkpoint.every=3", "teacher.temp=0.06"]
 HIRES = ["train.batch_size_per_gpu=8", "data.workers=0", "train.log_every=1"]
 
 
@@ -213,6 +213,9 @@ def test_steps_run_at_the_new_size_and_the_manifest_records_the_source(sources, 
     assert manifest.config["crops"]["global_crops_size"] == 64
     assert manifest.config["crops"]["local_crops_size"] == 16  # carried from the source run
     assert manifest.config["dino"]["prototypes"] == read_manifest(sources["grid4"]).config["dino"]["prototypes"]
+    # the teacher temperature the source ended at, held constant (not the preset's 0.07)
+    assert manifest.config["teacher"]["temp"] == 0.06
+    assert all(r["teacher_temp"] == 0.06 for r in records)
 
 
 def test_killed_run_rerun_equals_the_uninterrupted_one(digits, reference, tmp_path):

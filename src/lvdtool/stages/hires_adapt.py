@@ -23,7 +23,8 @@ from lvdtool.stages.training_entry import module_entry, train_stage
 from lvdtool.train.source_run import open_source
 
 # What the new phase keeps from its source run: the networks, the local crops and augmentation,
-# the optimizer's structure. Schedules, length and the global crop size are the phase's own.
+# the optimizer's structure, and the teacher temperature it ended at (held constant: 0.07 for the
+# paper recipes, as in DINOv3's phase). Other schedules, length and the global crop are the phase's.
 CARRIED = ("model", "dino", "ibot", "crops", "optim.layerwise_decay", "optim.patch_embed_lr_mult",
            "optim.token_weight_decay", "optim.reference_batch")
 NOT_CARRIED = ("crops.global_crops_size",)
@@ -35,6 +36,9 @@ def compose(overrides: list[str]) -> tuple[PretrainConfig, dict[str, Any]]:
         raise ConfigError("hires-adapt needs the run to start from: --from RUN (from_run=...)")
     source = open_source(source_path, role="from")
     base = carried(source.config, CARRIED, skip=NOT_CARRIED) if source.config else []
+    final_temp = ((source.config or {}).get("teacher") or {}).get("temp")
+    if final_temp is not None:
+        base += [f"teacher.temp={final_temp!r}", f"teacher.warmup_temp={final_temp!r}"]
     cfg, resolved = compose_config("hires_adapt", base + overrides, PretrainConfig)
     # The stored position-embedding grid must cover the largest global crop (518 px = 37 x 37 at
     # patch 14). It is recorded in the config, so a resume rebuilds the same network.
