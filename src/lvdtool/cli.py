@@ -117,28 +117,18 @@ def probe(
 
 
 # Options the three training commands (pretrain, hires-adapt, distill) share, and the keys they set.
-def _selection_option() -> Any:
-    return typer.Option(None, "--selection", help="Train only on the keys of this selection (e.g. curate's output).")
+_SHARED_HELP = {
+    "--selection": "Train only on the keys of this selection (e.g. curate's output).",
+    "--iterations": "Training length in iterations.",
+    "--batch-size": "Images per GPU (per rank).",
+    "--workers": "Decode + augment processes per rank.",
+    "--device": "auto | cpu | cuda",
+    "--overwrite": "Delete an existing run directory first.",
+}
 
 
-def _iterations_option() -> Any:
-    return typer.Option(None, "--iterations", help="Training length in iterations.")
-
-
-def _batch_option() -> Any:
-    return typer.Option(None, "--batch-size", help="Images per GPU (per rank).")
-
-
-def _workers_option() -> Any:
-    return typer.Option(None, "--workers", help="Decode + augment processes per rank.")
-
-
-def _device_option() -> Any:
-    return typer.Option(None, "--device", help="auto | cpu | cuda")
-
-
-def _overwrite_option() -> Any:
-    return typer.Option(False, "--overwrite", help="Delete an existing run directory first.")
+def _shared_option(flag: str) -> Any:
+    return typer.Option(False if flag == "--overwrite" else None, flag, help=_SHARED_HELP[flag])
 
 
 def _training_keys(images: Optional[Path], selection: Optional[Path], out: Path, iterations: Optional[int],
@@ -153,19 +143,19 @@ def pretrain(
     ctx: typer.Context,
     arch: Optional[str] = typer.Option(None, "--arch", help="Recipe preset: vit_s14 | vit_b14 | vit_l14 | vit_g14 (+ _reg4) as the paper trains them; small_data (lvd's, for one machine and a small dataset); vit_tiny, vit_test."),
     images: Optional[Path] = typer.Option(None, "--images", "--data", help="Images artifact to train on."),
-    selection: Optional[Path] = _selection_option(),
+    selection: Optional[Path] = _shared_option("--selection"),
     out: Path = typer.Option(..., "--out", help="Run directory; rerunning the same command resumes it."),
     init: Optional[Path] = typer.Option(None, "--init", help="Backbone file to continue pretraining from (heads start fresh)."),
-    iterations: Optional[int] = _iterations_option(),
+    iterations: Optional[int] = _shared_option("--iterations"),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Training length in passes over the data."),
-    batch_size: Optional[int] = _batch_option(),
-    workers: Optional[int] = _workers_option(),
+    batch_size: Optional[int] = _shared_option("--batch-size"),
+    workers: Optional[int] = _shared_option("--workers"),
     seed: Optional[int] = typer.Option(None, "--seed"),
-    device: Optional[str] = _device_option(),
+    device: Optional[str] = _shared_option("--device"),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp32"),
     compile: Optional[bool] = typer.Option(None, "--compile", help="torch.compile each block."),
     activation_checkpointing: Optional[bool] = typer.Option(None, "--activation-checkpointing", help="Recompute blocks in backward."),
-    overwrite: bool = _overwrite_option(),
+    overwrite: bool = _shared_option("--overwrite"),
 ) -> None:
     """Train a ViT with the DINOv2 recipe (DINO + iBOT + KoLeo, EMA teacher, multi-crop, FSDP2, exact resume)."""
     from lvdtool.overrides import sugar
@@ -184,15 +174,15 @@ def hires_adapt(
     ctx: typer.Context,
     from_run: Path = typer.Option(..., "--from", help="Run directory to start from (its teacher: backbone and heads), or a backbone file (heads fresh)."),
     images: Path = typer.Option(..., "--images", "--data", help="Images artifact (ingested at least as large as the crop)."),
-    selection: Optional[Path] = _selection_option(),
+    selection: Optional[Path] = _shared_option("--selection"),
     out: Path = typer.Option(..., "--out", help="New run directory; rerunning the same command resumes it."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="dinov2 (518 px, lvd's schedule; default) | dinov3 (the official mixed-resolution phase)."),
     size: Optional[int] = typer.Option(None, "--size", help="Global crop size in pixels (default 518)."),
-    iterations: Optional[int] = _iterations_option(),
-    batch_size: Optional[int] = _batch_option(),
-    workers: Optional[int] = _workers_option(),
-    device: Optional[str] = _device_option(),
-    overwrite: bool = _overwrite_option(),
+    iterations: Optional[int] = _shared_option("--iterations"),
+    batch_size: Optional[int] = _shared_option("--batch-size"),
+    workers: Optional[int] = _shared_option("--workers"),
+    device: Optional[str] = _shared_option("--device"),
+    overwrite: bool = _shared_option("--overwrite"),
 ) -> None:
     """Continue a run at high resolution (DINOv2's 518 px phase; DINOv3's resolution mixture with --recipe dinov3)."""
     from lvdtool.overrides import sugar
@@ -211,15 +201,15 @@ def distill(
     teacher: Path = typer.Option(..., "--teacher", help="Run directory of the frozen teacher (backbone and heads)."),
     arch: Optional[List[str]] = typer.Option(None, "--arch", help="Student architecture (same patch size as the teacher); repeatable: one teacher forward serves all. Default: the recipe's students."),
     images: Path = typer.Option(..., "--images", "--data", help="Images artifact to distil on."),
-    selection: Optional[Path] = _selection_option(),
+    selection: Optional[Path] = _shared_option("--selection"),
     out: Path = typer.Option(..., "--out", help="Run directory: one checkpoint artifact per student under out/<arch>/."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="dinov2 (default) | dinov3 (the official distillation schedule) | small_data."),
-    iterations: Optional[int] = _iterations_option(),
+    iterations: Optional[int] = _shared_option("--iterations"),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Training length in passes over the data."),
-    batch_size: Optional[int] = _batch_option(),
-    workers: Optional[int] = _workers_option(),
-    device: Optional[str] = _device_option(),
-    overwrite: bool = _overwrite_option(),
+    batch_size: Optional[int] = _shared_option("--batch-size"),
+    workers: Optional[int] = _shared_option("--workers"),
+    device: Optional[str] = _shared_option("--device"),
+    overwrite: bool = _shared_option("--overwrite"),
 ) -> None:
     """Distil a frozen teacher into one or more students (DINO + iBOT + KoLeo on its targets; EMA students exported)."""
     from lvdtool.overrides import sugar
