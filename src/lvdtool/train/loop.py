@@ -23,7 +23,7 @@ from lvdtool.data.sampler import STREAM_MODEL, DataCursor, derive_seed
 from lvdtool.errors import TrainingError
 from lvdtool.models import describe_backbone
 from lvdtool.ssl.meta_arch import LOSS_NAMES
-from lvdtool.artifacts.manifest import InputRef, read_manifest
+from lvdtool.artifacts.manifest import MANIFEST_NAME, InputRef, read_manifest
 from lvdtool.train.build import build_training_data, step_shape
 from lvdtool.train.checkpoint import BACKBONE_NAME, CheckpointStore, checkpoint_name
 from lvdtool.train.collapse_guard import CollapseGuard, default_window, teacher_information
@@ -97,19 +97,19 @@ class Pretrainer:
         self.say = console.print if env.is_main else (lambda *a, **k: None)
         own = tuple(cfg.distill.students) if self.distilling else ()
         env.run_on_main(lambda: prepare_run_dir(self.out, resolved, overwrite, cfg.stage, own))
-        self.previous_inputs = self._previous_inputs()
         self._stores = {name: CheckpointStore(self.out / name if name else self.out, env, cfg.checkpoint.keep)
                         for name in (own or ("",))}
         for store in self._stores.values():
             store.remove_partial()
         env.barrier()
+        self.previous_inputs = self._previous_inputs()
         self._setup()
 
     def _previous_inputs(self) -> list[InputRef]:
-        try:
-            return list(read_manifest(self.out).inputs)
-        except Exception:  # no manifest yet: a fresh run
-            return []
+        """The inputs recorded by an earlier start of this run (a resume keeps its source's record)."""
+        if not (self.out / MANIFEST_NAME).is_file():
+            return []  # a fresh run
+        return list(read_manifest(self.out).inputs)
 
     # ---- setup ----------------------------------------------------------------------------------
 
