@@ -94,3 +94,22 @@ def test_a_recycled_pid_does_not_hold_the_lock(tmp_path):
     assert acquire(lock)
     lock.write_text("")  # killed between create and write: judged by the file's age
     assert stale_reason(lock, 3600) is None and "unreadable" in stale_reason(lock, 10, now=time.time() + 20)
+
+
+def test_a_lock_whose_temp_file_is_swept_away_mid_creation_is_still_taken(tmp_path, monkeypatch):
+    # Another rank's finalize sweeps the folder's temporary files; it once caught a lock's temp
+    # between its write and its link (FileNotFoundError in CI). The lock must be retaken, not crash.
+    lock = tmp_path / ".finalize-x.lock"
+    real_link, calls = os.link, []
+
+    def link_after_a_sweep(src, dst):
+        calls.append(src)
+        if len(calls) == 1:
+            Path(src).unlink()  # what remove_stale_temps does to files with the temp mark
+        return real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link_after_a_sweep)
+    assert acquire(lock)
+    assert len(calls) == 2
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert [p.name for p in tmp_path.iterdir()] == [lock.name]  # no temp left behind

@@ -91,16 +91,22 @@ def stale_reason(path: Path, timeout_s: float, now: float | None = None) -> str 
     return None
 
 
-def _create(path: Path, holder: LockHolder) -> bool:
+def _create(path: Path, holder: LockHolder, attempts: int = 5) -> bool:
+    """Link a fully written temp file into place. The temp can vanish under us when another rank's
+    finalize sweeps the folder's temporary files; the write is then simply redone."""
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
-    tmp.write_text(json.dumps(vars(holder)) + "\n")
-    try:
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
+    for _ in range(attempts):
+        tmp.write_text(json.dumps(vars(holder)) + "\n")
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            continue  # our temp was swept away between the write and the link
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise OSError(f"{path}: could not create the lock: its temporary file kept disappearing ({attempts} tries)")
 
 
 def acquire(path: str | os.PathLike, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:

@@ -212,6 +212,8 @@ class ShardedOutput:
         # A SLURM requeue repeats the run id: a lock left by a killed finalize is broken, not obeyed.
         if not run_lock.acquire(lock, self.lock_timeout_s):
             return False
+        if (self.dir / MANIFEST_NAME).exists() and read_manifest(self.dir).complete:
+            return False  # another rank finished between our check and our lock
         records = [self.read_marker(n) for n in names]
         stats: dict[str, Any] = {}
         for r in records:
