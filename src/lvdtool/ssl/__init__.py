@@ -32,6 +32,7 @@ from lvdtool.ssl.schedules import (
     scaled_lr,
     teacher_momentum_schedule,
     teacher_temp_schedule,
+    warmup_constant_lr,
     weight_decay_schedule,
 )
 
@@ -74,5 +75,6 @@ __all__ = [
     "sinkhorn_knopp",
     "teacher_momentum_schedule",
     "teacher_temp_schedule",
+    "warmup_constant_lr",
     "weight_decay_schedule",
 ]

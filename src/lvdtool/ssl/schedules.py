@@ -99,13 +99,21 @@ def lr_schedule(peak_lr: float, min_lr: float, total_iters: int, warmup_iters: i
     return CosineSchedule(peak_lr, min_lr, total_iters, warmup_iters=warmup_iters, start_warmup=0.0)
 
 
+def warmup_constant_lr(peak_lr: float, total_iters: int, warmup_iters: int) -> CosineSchedule:
+    """DINOv3's "schedules v2" lr: linear warm-up from 0 (iteration 0) to `peak_lr` (reached at
+    iteration `warmup_iters`, as `linspace(0, peak, warmup, endpoint=False)`), then constant."""
+    return CosineSchedule(peak_lr, peak_lr, total_iters, warmup_iters=warmup_iters, start_warmup=0.0)
+
+
 def weight_decay_schedule(start: float = 0.04, end: float = 0.4, total_iters: int = 1) -> CosineSchedule:
-    """Cosine from `start` to `end` (0.04 -> 0.4 default, -> 0.2 for the L/14, g/14 recipes)."""
+    """Cosine from `start` to `end` (0.04 -> 0.4 default, -> 0.2 for the L/14, g/14 recipes);
+    `end == start` is a constant (DINOv3: 0.04)."""
     return CosineSchedule(start, end, total_iters)
 
 
 def teacher_momentum_schedule(start: float = 0.992, end: float = 1.0, total_iters: int = 1) -> CosineSchedule:
-    """EMA momentum of the teacher: cosine from `start` (0.994 for L/14, g/14) to 1."""
+    """EMA momentum of the teacher: cosine from `start` (0.994 for L/14, g/14) to 1; `end == start`
+    is a constant (DINOv3: 0.994 in pretraining, 0.999 in the Gram and high-resolution stages)."""
     return CosineSchedule(start, end, total_iters)
 
 

@@ -93,6 +93,8 @@ class OptimSection:
     # warmup_cosine (DINOv2): linear warm-up to the peak, then a half cosine down to min_lr.
     # ramp_constant (DINOv3 high-res adaptation and distillation): a half-cosine ramp from 0 up to
     # the peak over the warm-up length, then constant (min_lr unused).
+    # warmup_constant (DINOv3 pretraining and Gram stage, "schedules v2"): linear warm-up from 0 to
+    # the peak, then constant (min_lr unused).
     lr_shape: str = "warmup_cosine"
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
@@ -101,6 +103,7 @@ class OptimSection:
     clip_grad: float = 3.0  # max total gradient norm; 0 disables clipping
     token_weight_decay: bool = True  # decay CLS/register/mask tokens and pos_embed (true: the official rule)
     freeze_last_layer_epochs: float = 1.0
+    freeze_last_layer_iterations: int | None = None  # the freeze in iterations (DINOv3: 5000); overrides the epochs
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
 
 
@@ -190,6 +193,7 @@ class DistillSection:
 
 
 STAGES = ("pretrain", "hires-adapt", "distill")
+LR_SHAPES = ("warmup_cosine", "ramp_constant", "warmup_constant")
 
 
 @dataclass
@@ -270,8 +274,19 @@ class PretrainConfig:
             raise bad("dino.centering", self.dino.centering, "expected softmax or sinkhorn_knopp")
         if self.stage not in STAGES:
             raise bad("stage", self.stage, f"expected one of {', '.join(STAGES)}")
-        if self.optim.lr_shape not in ("warmup_cosine", "ramp_constant"):
-            raise bad("optim.lr_shape", self.optim.lr_shape, "expected warmup_cosine or ramp_constant")
+        if self.optim.lr_shape not in LR_SHAPES:
+            raise bad("optim.lr_shape", self.optim.lr_shape, f"expected one of {', '.join(LR_SHAPES)}")
+        freeze = self.optim.freeze_last_layer_iterations
+        if freeze is not None and freeze < 0:
+            raise bad("optim.freeze_last_layer_iterations", freeze, "must be >= 0 (or null: use the epochs)")
+        if self.optim.freeze_last_layer_epochs < 0:
+            raise bad("optim.freeze_last_layer_epochs", self.optim.freeze_last_layer_epochs, "must be >= 0")
+        for key in ("optim.weight_decay", "optim.weight_decay_end"):
+            if getattr(self.optim, key.split(".")[1]) < 0:
+                raise bad(key, getattr(self.optim, key.split(".")[1]), "must be >= 0")
+        for key in ("teacher.momentum", "teacher.final_momentum"):
+            if not 0 <= getattr(self.teacher, key.split(".")[1]) <= 1:
+                raise bad(key, getattr(self.teacher, key.split(".")[1]), "must be in [0, 1] (equal values: constant)")
         if self.init_centers not in ("reset", "carry"):
             raise bad("init_centers", self.init_centers, "expected reset or carry")
         if self.init and self.from_run:

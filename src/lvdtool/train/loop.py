@@ -208,7 +208,8 @@ class Pretrainer:
     def _recipe_line(self) -> str:
         """Which preset is in force and the schedule it gives this run, in iterations."""
         cfg, sched = self.cfg, self.schedules
-        lr_words = "lr cosine ramp from 0, then constant, over" if cfg.optim.lr_shape == "ramp_constant" else "lr warm-up"
+        lr_words = {"ramp_constant": "lr cosine ramp from 0, then constant, over",
+                    "warmup_constant": "lr linear warm-up, then constant, over"}.get(cfg.optim.lr_shape, "lr warm-up")
         ema = "student EMA momentum" if self.distilling else "teacher momentum"
         kind = PRESET_KINDS.get(cfg.preset.kind, cfg.preset.kind)
         note = f": {cfg.preset.note}" if cfg.preset.note else ""

@@ -19,6 +19,7 @@ from lvdtool.ssl.schedules import (
     scaled_lr,
     teacher_momentum_schedule,
     teacher_temp_schedule,
+    warmup_constant_lr,
     weight_decay_schedule,
 )
 from lvdtool.train.config import PretrainConfig
@@ -74,6 +75,8 @@ def build_run_schedules(plan: TrainPlan, cfg: PretrainConfig) -> TrainingSchedul
         )
     if cfg.optim.lr_shape == "ramp_constant":
         lr = CosineSchedule(0.0, plan.peak_lr, total, cosine_iters=warmup)  # DINOv3: cosine ramp 0 -> peak, then constant
+    elif cfg.optim.lr_shape == "warmup_constant":
+        lr = warmup_constant_lr(plan.peak_lr, total, warmup)  # DINOv3 pretraining: linear 0 -> peak, then constant
     else:
         lr = lr_schedule(plan.peak_lr, cfg.optim.min_lr, total, warmup)
     return TrainingSchedules(
@@ -84,5 +87,13 @@ def build_run_schedules(plan: TrainPlan, cfg: PretrainConfig) -> TrainingSchedul
             cfg.teacher.warmup_temp, cfg.teacher.temp,
             floored(plan.iters(cfg.teacher.warmup_temp_epochs), cfg.teacher.warmup_temp_min_iterations, total),
         ),
-        last_layer_freeze_iters=plan.iters(cfg.optim.freeze_last_layer_epochs),
+        last_layer_freeze_iters=freeze_iters(plan, cfg),
     )
+
+
+def freeze_iters(plan: TrainPlan, cfg: PretrainConfig) -> int:
+    """Iterations the prototype layers stay frozen: `optim.freeze_last_layer_iterations` when set,
+    else the epochs converted with the plan's epoch length."""
+    if cfg.optim.freeze_last_layer_iterations is not None:
+        return int(cfg.optim.freeze_last_layer_iterations)
+    return plan.iters(cfg.optim.freeze_last_layer_epochs)
