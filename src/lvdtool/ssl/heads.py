@@ -22,6 +22,7 @@ def _normalize_eps(dtype: torch.dtype) -> float:
 
 PROTOTYPE_GAINS = ("trainable", "fixed")
 PROTOTYPE_INITS = ("default", "trunc_normal")
+PROTOTYPE_LAYERS = ("normalized", "plain")
 
 
 class NormalizedPrototypes(nn.Module):
@@ -68,6 +69,18 @@ class NormalizedPrototypes(nn.Module):
         return F.linear(x, self.normalized_weight())
 
 
+def plain_prototypes(in_dim: int, n_prototypes: int, init: str = "default") -> nn.Linear:
+    """DINOv3's prototype layer: a plain `nn.Linear` without bias or weight normalisation (the
+    official key `last_layer.weight`). init: "default" (nn.Linear's) or "trunc_normal" (std 0.02,
+    what the official head's `init_weights` gives every linear layer, this one included)."""
+    if init not in PROTOTYPE_INITS:
+        raise ConfigError(f"prototype init {init!r}: expected one of {', '.join(PROTOTYPE_INITS)}")
+    layer = nn.Linear(in_dim, n_prototypes, bias=False)
+    if init == "trunc_normal":
+        nn.init.trunc_normal_(layer.weight, std=0.02)
+    return layer
+
+
 def _build_mlp(in_dim: int, hidden_dim: int, bottleneck_dim: int, nlayers: int, bias: bool) -> nn.Sequential:
     if nlayers == 1:
         return nn.Sequential(nn.Linear(in_dim, bottleneck_dim, bias=bias))
@@ -82,8 +95,9 @@ class DinoHead(nn.Module):
     """Projection head used for both the DINO (CLS) and iBOT (patch) objectives.
 
     `mlp` (in -> hidden -> ... -> bottleneck, GELU between, no norm) -> L2-normalise ->
-    `last_layer` (weight-normalised prototypes, no bias; see `NormalizedPrototypes` for the gain
-    and init choices). Returns logits [..., out_dim].
+    `last_layer`: weight-normalised prototypes, no bias (`prototype_layer="normalized"`, DINOv2;
+    see `NormalizedPrototypes` for the gain and init choices) or a plain linear map without bias
+    (`"plain"`, DINOv3; the gain does not apply). Returns logits [..., out_dim].
     """
 
     def __init__(
@@ -96,8 +110,11 @@ class DinoHead(nn.Module):
         mlp_bias: bool = True,
         prototype_gain: str = "trainable",
         prototype_init: str = "default",
+        prototype_layer: str = "normalized",
     ) -> None:
         super().__init__()
+        if prototype_layer not in PROTOTYPE_LAYERS:
+            raise ConfigError(f"prototype layer {prototype_layer!r}: expected one of {', '.join(PROTOTYPE_LAYERS)}")
         if nlayers < 1:
             raise ConfigError(f"DinoHead: nlayers must be >= 1, got {nlayers}")
         for key, value in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden_dim", hidden_dim),
@@ -107,7 +124,11 @@ class DinoHead(nn.Module):
         self.mlp = _build_mlp(in_dim, hidden_dim, bottleneck_dim, nlayers, mlp_bias)
         self.reset_mlp_parameters()
         # Created after the MLP's init, in the official order: the same seed gives the same head.
-        self.last_layer = NormalizedPrototypes(bottleneck_dim, out_dim, prototype_gain, prototype_init)
+        self.last_layer: nn.Module
+        if prototype_layer == "plain":
+            self.last_layer = plain_prototypes(bottleneck_dim, out_dim, prototype_init)
+        else:
+            self.last_layer = NormalizedPrototypes(bottleneck_dim, out_dim, prototype_gain, prototype_init)
 
     def reset_mlp_parameters(self) -> None:
         for module in self.mlp.modules():

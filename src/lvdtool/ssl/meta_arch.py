@@ -38,10 +38,12 @@ class HeadConfig:
     nlayers: int = 3
     prototype_gain: str = "trainable"  # trainable (DINOv2) | fixed (DINO v1 norm_last_layer)
     prototype_init: str = "default"  # default (nn.Linear's, DINOv2) | trunc_normal (std 0.02)
+    prototype_layer: str = "normalized"  # normalized (DINOv2 weight norm) | plain (DINOv3 nn.Linear)
 
     def build(self, in_dim: int) -> DinoHead:
         return DinoHead(in_dim, self.prototypes, self.hidden_dim, self.bottleneck_dim, self.nlayers,
-                        prototype_gain=self.prototype_gain, prototype_init=self.prototype_init)
+                        prototype_gain=self.prototype_gain, prototype_init=self.prototype_init,
+                        prototype_layer=self.prototype_layer)
 
 
 @dataclass(frozen=True)

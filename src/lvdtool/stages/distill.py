@@ -19,7 +19,8 @@ from lvdtool.train.config import PretrainConfig
 from lvdtool.stages.training_entry import module_entry, train_stage
 from lvdtool.train.source_run import open_source
 
-HEAD_KEYS = ("prototypes", "hidden_dim", "bottleneck_dim", "nlayers", "prototype_gain", "prototype_init")
+HEAD_KEYS = ("prototypes", "hidden_dim", "bottleneck_dim", "nlayers", "prototype_gain", "prototype_init",
+             "prototype_layer")
 # The students' heads are the teacher's (the same prototype counts are required, as in DINOv3).
 CARRIED = tuple(f"dino.{k}" for k in HEAD_KEYS) + tuple(f"ibot.{k}" for k in (*HEAD_KEYS, "separate_head"))
 

@@ -46,10 +46,13 @@ class HeadSection:
     nlayers: int = 3
     prototype_gain: str = "trainable"  # trainable (DINOv2: weight_g trains, weight-decayed) | fixed (DINO v1)
     prototype_init: str = "default"  # default (nn.Linear's init, DINOv2) | trunc_normal (std 0.02)
+    # normalized (DINOv2: weight-normalised, keys weight_v/weight_g) | plain (DINOv3: nn.Linear
+    # without bias or weight norm, key last_layer.weight; prototype_gain does not apply)
+    prototype_layer: str = "normalized"
 
     def head_config(self) -> HeadConfig:
         return HeadConfig(self.prototypes, self.hidden_dim, self.bottleneck_dim, self.nlayers,
-                          self.prototype_gain, self.prototype_init)
+                          self.prototype_gain, self.prototype_init, self.prototype_layer)
 
 
 @dataclass
@@ -254,6 +257,8 @@ class PretrainConfig:
                 raise bad(f"{key}.prototype_gain", head.prototype_gain, "expected trainable or fixed")
             if head.prototype_init not in ("default", "trunc_normal"):
                 raise bad(f"{key}.prototype_init", head.prototype_init, "expected default or trunc_normal")
+            if head.prototype_layer not in ("normalized", "plain"):
+                raise bad(f"{key}.prototype_layer", head.prototype_layer, "expected normalized or plain")
         for key in ("optim.warmup_min_iterations", "teacher.warmup_temp_min_iterations"):
             section, name = key.split(".")
             if getattr(getattr(self, section), name) < 0:
