@@ -21,6 +21,7 @@ from lvdtool.ssl.masking import (
 from lvdtool.ssl.meta_arch import HeadConfig, MetaArchConfig, SSLMetaArch, SSLNetwork
 from lvdtool.ssl.param_groups import ParamGroup, ParamRule, build_param_groups, layer_id, param_rule
 from lvdtool.ssl.schedules import (
+    CosineRamp,
     CosineSchedule,
     ScheduleConfig,
     ScheduleValues,
@@ -50,6 +51,7 @@ __all__ = [
     "BatchMaskSampler",
     "BatchMasks",
     "BlockMaskGenerator",
+    "CosineRamp",
     "CosineSchedule",
     "DinoHead",
     "MaskBlock",

@@ -32,6 +32,7 @@ def dino_loss(
     *,
     n_global_crops: int = 2,
     student_temp: float = 0.1,
+    local_weight: float = 1.0,
 ) -> torch.Tensor:
     """DINO loss averaged over all cross-view pairs and over the batch.
 
@@ -44,6 +45,11 @@ def dino_loss(
     teacher view; the sum of per-pair batch-mean cross-entropies is divided by
     `dino_pair_count`. With no local crop the divisor is 2 (the official code divides by 3
     there, a quirk we do not reproduce).
+
+    `local_weight` (DINOv3's `reweight_dino_local_loss`): the loss is then
+    global_scale * (mean over the global cross pairs) + local_scale * local_weight * (mean over the
+    local pairs), with global_scale = global pairs / all pairs (2/18) and local_scale = local pairs /
+    all pairs (16/18). At weight 1 that is the single average above, computed as such (bitwise).
     """
     teacher = teacher_probs if isinstance(teacher_probs, torch.Tensor) else torch.cat(list(teacher_probs))
     if teacher.ndim != 2 or teacher.shape[0] % n_global_crops != 0:
@@ -68,6 +74,18 @@ def dino_loss(
     # views, minus each global crop against its own view.
     # (matrix-vector products: no [n_crops, B, K] temporary)
     teacher_sum = teacher.sum(dim=0).reshape(-1)  # [B*K]
-    all_views = (log_probs.reshape(n_crops, -1) @ teacher_sum).sum()
     same_view = torch.dot(log_probs[:n_global_crops].reshape(-1), teacher.reshape(-1))
-    return -(all_views - same_view) / (batch * n_pairs)
+    if local_weight == 1.0:
+        all_views = (log_probs.reshape(n_crops, -1) @ teacher_sum).sum()
+        return -(all_views - same_view) / (batch * n_pairs)
+    if local_weight < 0:
+        raise InputError(f"dino_loss: local_weight must be >= 0, got {local_weight}")
+    n_local = n_crops - n_global_crops
+    global_pairs = n_global_crops * (n_global_crops - 1)
+    local_pairs = n_local * n_global_crops
+    global_sum = (log_probs[:n_global_crops].reshape(n_global_crops, -1) @ teacher_sum).sum() - same_view
+    loss = -global_sum / (batch * n_pairs)  # = (global pairs / all pairs) x the global mean
+    if local_pairs:
+        local_sum = (log_probs[n_global_crops:].reshape(n_local, -1) @ teacher_sum).sum()
+        loss = loss - local_weight * local_sum / (batch * n_pairs)
+    return loss

@@ -74,7 +74,7 @@ class DistillMetaArch(nn.Module):
     def trained_networks(self) -> list[SSLNetwork]:
         return [pair.student for pair in self.pairs.values()]
 
-    def forward(self, batch: dict[str, Any], teacher_temp: float) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, Any], teacher_temp: float, dino_local_weight: float = 1.0) -> dict[str, torch.Tensor]:
         global_crops = batch["global_crops"]
         if global_crops.shape[0] % N_GLOBAL_CROPS:
             raise InputError(f"global_crops has {global_crops.shape[0]} rows, not a multiple of {N_GLOBAL_CROPS}")
@@ -93,7 +93,8 @@ class DistillMetaArch(nn.Module):
         for name, pair in self.pairs.items():
             # no student masking: the global crops go in whole, iBOT reads the sampled positions
             student = pair.student(global_crops, batch["local_crops"], None, mask_indices)
-            total, dino, ibot, koleo = student_losses(self.config, student, teacher_dino, teacher_ibot, batch)
+            total, dino, ibot, koleo = student_losses(self.config, student, teacher_dino, teacher_ibot, batch,
+                                                      dino_local_weight)
             totals.append(total)
             for key, value in (("dino", dino), ("ibot", ibot), ("koleo", koleo)):
                 terms[key].append(value.detach())

@@ -85,6 +85,31 @@ class CosineSchedule:
         )
 
 
+class CosineRamp:
+    """`before` until iteration `start`, then a half-cosine from `before` to `after` over `length`
+    iterations, then `after` (length 0: a step at `start`). DINOv3's Gram-loss weight (0 until
+    1M iterations, then 0 -> 2 over 1000) and the local DINO weight that follows it (1 -> 0.5);
+    `start = length = 0` is a constant `after`."""
+
+    def __init__(self, before: float, after: float, start: int = 0, length: int = 0) -> None:
+        if start < 0 or length < 0:
+            raise ConfigError(f"CosineRamp: start={start} and length={length} must be >= 0")
+        self.before, self.after = float(before), float(after)
+        self.start, self.length = int(start), int(length)
+
+    def __getitem__(self, it: int) -> float:
+        it = int(it)
+        if it < self.start:
+            return self.before
+        if it >= self.start + self.length:
+            return self.after
+        progress = (it - self.start) / self.length
+        return self.after + 0.5 * (self.before - self.after) * (1.0 + math.cos(math.pi * progress))
+
+    def __repr__(self) -> str:
+        return f"CosineRamp(before={self.before}, after={self.after}, start={self.start}, length={self.length})"
+
+
 def scaled_lr(base_lr: float, total_batch: int, reference_batch: int = 1024) -> float:
     """Square-root scaling rule: lr = base_lr * sqrt(total_batch / reference_batch)."""
     if total_batch < 1 or reference_batch < 1:
@@ -160,6 +185,8 @@ class ScheduleValues:
     weight_decay: float
     teacher_momentum: float
     teacher_temp: float
+    dino_local_weight: float = 1.0
+    gram_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +196,8 @@ class TrainingSchedules:
     teacher_momentum: CosineSchedule
     teacher_temp: CosineSchedule
     last_layer_freeze_iters: int
+    dino_local_weight: CosineRamp | None = None  # None: 1 (the DINOv2 average over all pairs)
+    gram_weight: CosineRamp | None = None  # None: no Gram anchoring
 
     def at(self, it: int) -> ScheduleValues:
         lr = self.lr[it]
@@ -178,6 +207,8 @@ class TrainingSchedules:
             weight_decay=self.weight_decay[it],
             teacher_momentum=self.teacher_momentum[it],
             teacher_temp=self.teacher_temp[it],
+            dino_local_weight=1.0 if self.dino_local_weight is None else self.dino_local_weight[it],
+            gram_weight=0.0 if self.gram_weight is None else self.gram_weight[it],
         )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from lvdtool.errors import ConfigError
 from lvdtool.ssl.schedules import (
+    CosineRamp,
     CosineSchedule,
     TrainingSchedules,
     lr_schedule,
@@ -52,6 +53,10 @@ def make_plan(cfg: PretrainConfig, n_images: int, world_size: int) -> TrainPlan:
             f"train.batch_size_per_gpu={cfg.train.batch_size_per_gpu} x {world_size} ranks = {global_batch} "
             f"exceeds the {n_images} training images"
         )
+    group = cfg.dino.koleo_group_size
+    if group is not None and global_batch % group:
+        raise ConfigError(f"dino.koleo_group_size={group} does not divide the global batch {global_batch} "
+                          f"(train.batch_size_per_gpu={cfg.train.batch_size_per_gpu} x {world_size} ranks)")
     epoch_length = cfg.train.epoch_length or n_images // global_batch
     total = cfg.train.iterations or int(round(cfg.train.epochs * epoch_length))
     if total < 1:
@@ -88,7 +93,24 @@ def build_run_schedules(plan: TrainPlan, cfg: PretrainConfig) -> TrainingSchedul
             floored(plan.iters(cfg.teacher.warmup_temp_epochs), cfg.teacher.warmup_temp_min_iterations, total),
         ),
         last_layer_freeze_iters=freeze_iters(plan, cfg),
+        dino_local_weight=local_weight_schedule(cfg),
+        gram_weight=gram_weight_schedule(cfg),
     )
+
+
+def gram_weight_schedule(cfg: PretrainConfig) -> CosineRamp | None:
+    """0 until gram.ramp_start, a cosine ramp to gram.weight over gram.ramp_iterations, then constant."""
+    gram = cfg.gram
+    return CosineRamp(0.0, gram.weight, gram.ramp_start, gram.ramp_iterations) if gram.enabled else None
+
+
+def local_weight_schedule(cfg: PretrainConfig) -> CosineRamp | None:
+    """The DINO local-crop weight: constant dino.local_weight, or 1 -> dino.local_weight along the
+    Gram weight's ramp (dino.local_weight_ramp); None when it is the constant 1."""
+    weight = cfg.dino.local_weight
+    if cfg.dino.local_weight_ramp:
+        return CosineRamp(1.0, weight, cfg.gram.ramp_start, cfg.gram.ramp_iterations)
+    return None if weight == 1.0 else CosineRamp(weight, weight)
 
 
 def freeze_iters(plan: TrainPlan, cfg: PretrainConfig) -> int:
