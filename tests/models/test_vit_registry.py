@@ -52,10 +52,13 @@ def test_tiny_forward_backward_shapes(name: str) -> None:
     loss = out["x_norm_clstoken"].square().sum() + out["x_norm_patchtokens"].square().sum()
     loss.backward()
     for param_name, param in model.named_parameters():
+        if param_name.startswith("local_cls_norm."):  # DINOv3: only a second (local) crop batch uses it
+            assert param.grad is None
+            continue
         assert param.grad is not None and torch.isfinite(param.grad).all(), param_name
     assert model.mask_token.grad.abs().sum() > 0  # masks were used
     if regs:
-        assert model.register_tokens.grad.abs().sum() > 0
+        assert model.extra_tokens.grad.abs().sum() > 0
 
 
 def test_hub_preset_facts() -> None:

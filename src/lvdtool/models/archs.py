@@ -1,4 +1,4 @@
-"""The registered architectures: DINOv2 sizes, hub presets, and tiny test models.
+"""The registered architectures: DINOv2 sizes and hub presets, the released DINOv3 ViTs, tiny test models.
 
 Base names (`vit_small` ... `vit_giant2`) equal the official builders with their defaults
 (patch 16, img_size 224). Presets are the names users type: `vit_s14` ... `vit_g14` reproduce
@@ -99,3 +99,76 @@ def vit_s16plus_reg4() -> BackboneConfig:
     form of DINOv3's distilled "ViT-S+" student (which has RoPE instead of a learned position
     embedding; that family comes with lvd's DINOv3 support)."""
     return _preset("vit_small", 16, REGISTER_TOKENS).replace(ffn="swiglu", mlp_ratio=6.0)
+
+
+# ---- DINOv3 -------------------------------------------------------------------------------------
+# The released DINOv3 ViTs (facebookresearch/dinov3 hub/backbones.py): patch 16, axial RoPE with
+# base 100 and training-time coordinate rescaling in [1/2, 2], 4 storage tokens, LayerScale 1e-5,
+# LayerNorm eps 1e-5, the key bias masked, CLS and storage tokens initialised at std 0.02.
+STORAGE_TOKENS = 4
+
+
+def _dinov3(embed_dim: int, depth: int, num_heads: int, mlp_ratio: float, ffn: str = "mlp", **extra: object) -> BackboneConfig:
+    return BackboneConfig(
+        embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, ffn=ffn,  # type: ignore[arg-type]
+        patch_size=16, img_size=224, num_register_tokens=STORAGE_TOKENS, family="dinov3", layer_norm_eps=1e-5,
+        token_init_std=0.02, mask_k_bias=True, layerscale_init=1e-5, rope_base=100.0, rope_rescale=2.0,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@register_arch("vit_s16_v3", kind="dinov3")
+def vit_s16_v3() -> BackboneConfig:
+    """DINOv3 ViT-S/16 (hub dinov3_vits16): 384 wide, 12 blocks of 6 heads, MLP 4; 21.6M parameters."""
+    return _dinov3(384, 12, 6, 4.0)
+
+
+@register_arch("vit_s16plus_v3", kind="dinov3")
+def vit_s16plus_v3() -> BackboneConfig:
+    """DINOv3 ViT-S+/16 (dinov3_vits16plus): ViT-S with a SwiGLU FFN of ratio 6 (width 1536); 28.7M."""
+    return _dinov3(384, 12, 6, 6.0, "swiglu")
+
+
+@register_arch("vit_b16_v3", kind="dinov3")
+def vit_b16_v3() -> BackboneConfig:
+    """DINOv3 ViT-B/16 (dinov3_vitb16): 768 wide, 12 blocks of 12 heads, MLP 4; 85.7M."""
+    return _dinov3(768, 12, 12, 4.0)
+
+
+@register_arch("vit_l16_v3", kind="dinov3")
+def vit_l16_v3() -> BackboneConfig:
+    """DINOv3 ViT-L/16 (dinov3_vitl16, the LVD-1689M weights): 1024 wide, 24 blocks of 16 heads; 303M.
+    The SAT-493M ViT-L has an untied local CLS norm: `vit_l16_v3_sat`."""
+    return _dinov3(1024, 24, 16, 4.0)
+
+
+@register_arch("vit_l16_v3_sat", kind="dinov3")
+def vit_l16_v3_sat() -> BackboneConfig:
+    """DINOv3 ViT-L/16 of the satellite weights (SAT-493M): `vit_l16_v3` plus `local_cls_norm`."""
+    return _dinov3(1024, 24, 16, 4.0, untie_local_cls_norm=True)
+
+
+@register_arch("vit_l16plus_v3", kind="dinov3")
+def vit_l16plus_v3() -> BackboneConfig:
+    """DINOv3 ViT-L+/16 (dinov3_vitl16plus): ViT-L with SwiGLU ratio 6 (width 4096); 0.4B."""
+    return _dinov3(1024, 24, 16, 6.0, "swiglu")
+
+
+@register_arch("vit_h16plus_v3", kind="dinov3")
+def vit_h16plus_v3() -> BackboneConfig:
+    """DINOv3 ViT-H+/16 (dinov3_vith16plus): 1280 wide, 32 blocks of 20 heads, SwiGLU 6 (5120); 0.84B."""
+    return _dinov3(1280, 32, 20, 6.0, "swiglu")
+
+
+@register_arch("vit_7b16_v3", kind="dinov3")
+def vit_7b16_v3() -> BackboneConfig:
+    """DINOv3 ViT-7B/16 (dinov3_vit7b16): 4096 wide, 40 blocks of 32 heads (128 dims, 32 RoPE
+    periods), SwiGLU ratio 3 aligned to 64 (width 8192), no qkv bias, untied local CLS norm; 6.7B."""
+    return _dinov3(4096, 40, 32, 3.0, "swiglu", swiglu_align=64, qkv_bias=False, untie_local_cls_norm=True)
+
+
+@register_arch("vit_test_v3", kind="test")
+def vit_test_v3() -> BackboneConfig:
+    """A DINOv3-family unit-test model: width 32, 2 blocks of 2 heads (16-dim heads, 4 RoPE
+    periods), patch 8 at 32 px, 4 storage tokens; about 32k parameters."""
+    return _dinov3(32, 2, 2, 4.0).replace(patch_size=8, img_size=32)

@@ -1,4 +1,4 @@
-"""Backbone weights in the official DINOv2 layout: load (.pth/.pt/.safetensors), save, describe."""
+"""Backbone weights in the official DINOv2 / DINOv3 layouts: load (.pth/.pt/.safetensors), save, describe."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ from lvdtool.models.vision_transformer import VisionTransformer
 
 SAFETENSORS_SUFFIX = ".safetensors"
 SIDECAR_SUFFIX = ".json"
-# What the official key layout cannot tell: the head count and the position interpolation rule.
-SIDECAR_FIELDS = ("num_heads", "interpolate_offset", "interpolate_antialias")
+# What the official key layout cannot tell: the head count and the position interpolation rule
+# (DINOv2), the LayerNorm eps and the RoPE coordinate rules (DINOv3).
+SIDECAR_FIELDS = ("num_heads", "interpolate_offset", "interpolate_antialias", "layer_norm_eps", "rope_normalize",
+                  "rope_shift", "rope_jitter", "rope_rescale", "rope_dtype")
 StateDict = dict[str, torch.Tensor]
 
 

@@ -1,4 +1,9 @@
-"""Finding a DINOv2 backbone inside a weights dict, and reading its architecture off the shapes.
+"""Finding a DINOv2 or DINOv3 backbone inside a weights dict, and reading its architecture off the shapes.
+
+The family shows in the keys: DINOv2 files hold `pos_embed` (and `register_tokens`, fused SwiGLU
+`w12`), DINOv3 files hold `rope_embed.periods` (and `storage_tokens`, SwiGLU `w1`/`w2`,
+`qkv.bias_mask`, maybe `local_cls_norm` / `cls_norm`). A DINOv3 file also tells its head count:
+there are head_dim / 4 RoPE periods.
 
 Accepted layouts: the official hub files (plain keys), official training checkpoints
 ({"teacher": {"backbone.*", "dino_head.*"}} or {"model": {"student.backbone.*", ...}}, blocks
@@ -17,7 +22,7 @@ import torch
 
 from lvdtool.errors import CheckpointError
 from lvdtool.models.config import BackboneConfig
-from lvdtool.models.registry import arch_entries
+from lvdtool.models.registry import KIND_ORDER, arch_entries
 
 ANCHOR_KEY = "patch_embed.proj.weight"  # present in every backbone, whatever its size
 WRAPPER_KEYS = ("teacher", "model", "state_dict")  # descended into, in this order of preference
@@ -84,8 +89,7 @@ def _need(state: Mapping[str, torch.Tensor], key: str, source: str) -> torch.Ten
 
 def _num_heads(embed_dim: int) -> int:
     """Heads are not stored in the weights: take them from a registered arch of that width."""
-    order = {"preset": 0, "base": 1, "lvd": 2, "test": 3}
-    for entry in sorted(arch_entries(), key=lambda e: order[e.kind]):
+    for entry in sorted(arch_entries(), key=lambda e: KIND_ORDER[e.kind]):
         known = entry.build_config()
         if known.embed_dim == embed_dim:
             return known.num_heads
@@ -99,6 +103,8 @@ def infer_backbone_config(state: Mapping[str, torch.Tensor], source: str = "<sta
     `load_backbone` for other widths); interpolation
     follows the hub convention (registers: offset 0 + antialias; none: offset 0.1).
     """
+    if "pos_embed" not in state and ("rope_embed.periods" in state or "storage_tokens" in state):
+        return _infer_dinov3(state, source)
     patch_weight = _need(state, ANCHOR_KEY, source)
     dim, in_chans, patch_size, _ = patch_weight.shape
     pos = _need(state, "pos_embed", source)
@@ -134,3 +140,65 @@ def infer_backbone_config(state: Mapping[str, torch.Tensor], source: str = "<sta
     if dim % heads:
         raise CheckpointError(f"{source}: cannot guess num_heads for embed_dim {dim}; pass num_heads=")
     return config.replace(num_heads=heads)
+
+
+def _depth(state: Mapping[str, torch.Tensor], source: str) -> int:
+    blocks = {int(m.group(1)) for k in state if (m := _PLAIN_BLOCK.match(k))}
+    if not blocks:
+        raise CheckpointError(f"{source}: no 'blocks.*' keys; cannot infer the depth")
+    return max(blocks) + 1
+
+
+def rope_base_of(periods: torch.Tensor, source: str) -> float:
+    """The base of periods p_k = base^(k / F); refuses periods that follow another rule."""
+    count = periods.numel()
+    if count < 2 or periods.is_meta:
+        return 100.0  # one period (1.0) fits every base, shapes alone tell nothing: the official default
+    values = periods.detach().to(device="cpu", dtype=torch.float64)
+    base = float(values[1]) ** count
+    rounded = round(base, 3)
+    expected = rounded ** (torch.arange(count, dtype=torch.float64) / count)
+    if not torch.allclose(values, expected, rtol=1e-3):
+        raise CheckpointError(f"{source}: 'rope_embed.periods' do not follow base^(k/{count}) "
+                              "(min/max-period RoPE is not supported)")
+    return rounded
+
+
+def _infer_dinov3(state: Mapping[str, torch.Tensor], source: str) -> BackboneConfig:
+    """The DINOv3 branch of `infer_backbone_config`: the released hub convention for what the
+    weights cannot hold (LayerNorm eps 1e-5, coordinate rescale 2, separate normalisation)."""
+    dim, in_chans, patch_size, _ = _need(state, ANCHOR_KEY, source).shape
+    periods = _need(state, "rope_embed.periods", source)
+    head_dim = 4 * periods.numel()
+    if head_dim == 0 or dim % head_dim:
+        raise CheckpointError(f"{source}: {periods.numel()} RoPE periods (head_dim {head_dim}) do not divide "
+                              f"embed_dim {dim}")
+    swiglu = "blocks.0.mlp.w1.weight" in state
+    ffn_in = _need(state, "blocks.0.mlp.w1.weight" if swiglu else "blocks.0.mlp.fc1.weight", source)
+    qkv_bias = "blocks.0.attn.qkv.bias" in state
+    config = BackboneConfig(
+        embed_dim=dim,
+        depth=_depth(state, source),
+        num_heads=dim // head_dim,
+        ffn="swiglu" if swiglu else "mlp",
+        patch_size=patch_size,
+        img_size=224 // patch_size * patch_size or patch_size,
+        in_chans=in_chans,
+        num_register_tokens=state["storage_tokens"].shape[1] if "storage_tokens" in state else 0,
+        layerscale_init=1e-5 if "blocks.0.ls1.gamma" in state else None,
+        qkv_bias=qkv_bias,
+        proj_bias="blocks.0.attn.proj.bias" in state,
+        ffn_bias=("blocks.0.mlp.w1.bias" if swiglu else "blocks.0.mlp.fc1.bias") in state,
+        family="dinov3",
+        layer_norm_eps=1e-5,
+        token_init_std=0.02,
+        mask_k_bias="blocks.0.attn.qkv.bias_mask" in state or not qkv_bias,
+        untie_local_cls_norm="local_cls_norm.weight" in state,
+        untie_cls_norm="cls_norm.weight" in state,
+        rope_base=rope_base_of(periods, source),
+        rope_rescale=2.0,
+    )
+    hidden = ffn_in.shape[0]
+    if config.hidden_dim != hidden:
+        config = config.replace(ffn_hidden_dim=hidden)
+    return config

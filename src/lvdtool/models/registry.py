@@ -9,14 +9,17 @@ from typing import Any, Literal
 from lvdtool.errors import ConfigError
 from lvdtool.models.config import BackboneConfig
 
-ArchKind = Literal["preset", "base", "test", "lvd"]  # lvd: lvd's own (no official hub model)
+# preset: the DINOv2 names users type; dinov3: the released DINOv3 ViTs; base: official DINOv2
+# builder names; lvd: lvd's own (no official hub model); test: tiny models.
+ArchKind = Literal["preset", "dinov3", "base", "test", "lvd"]
+KIND_ORDER = {"preset": 0, "dinov3": 1, "base": 2, "lvd": 3, "test": 4}  # who wins a structure tie
 ConfigBuilder = Callable[[], BackboneConfig]
 
 
 @dataclass(frozen=True)
 class ArchEntry:
     name: str
-    kind: ArchKind  # preset: names users type (vit_l14_reg4); base: official builder names; test: tiny
+    kind: ArchKind
     build_config: ConfigBuilder
 
 
@@ -61,8 +64,7 @@ def build_backbone(name: str, **overrides: Any) -> Any:
 
 def match_arch(config: BackboneConfig) -> str | None:
     """Name of the first registered arch with the same structure (presets before base names)."""
-    order = {"preset": 0, "base": 1, "lvd": 2, "test": 3}
-    for entry in sorted(_ARCHS.values(), key=lambda e: order[e.kind]):
+    for entry in sorted(_ARCHS.values(), key=lambda e: KIND_ORDER[e.kind]):
         if entry.build_config().structure() == config.structure():
             return entry.name
     return None

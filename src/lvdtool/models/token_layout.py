@@ -20,6 +20,7 @@ class AttentionSpan:
     stop: int
     batch: int
     seq_len: int
+    groups: tuple[int, ...] = ()  # indices of the crop batches in the span, in order
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,15 @@ class TokenLayout:
         """Row ranges for attention; adjacent groups with the same length share one call."""
         spans: list[AttentionSpan] = []
         start = 0
-        for batch, seq_len in self.groups:
+        for index, (batch, seq_len) in enumerate(self.groups):
             stop = start + batch * seq_len
             if batch == 0:
                 continue
             if spans and spans[-1].seq_len == seq_len and spans[-1].stop == start:
                 last = spans[-1]
-                spans[-1] = AttentionSpan(last.start, stop, last.batch + batch, seq_len)
+                spans[-1] = AttentionSpan(last.start, stop, last.batch + batch, seq_len, (*last.groups, index))
             else:
-                spans.append(AttentionSpan(start, stop, batch, seq_len))
+                spans.append(AttentionSpan(start, stop, batch, seq_len, (index,)))
             start = stop
         return spans
 

@@ -23,8 +23,9 @@ import torch
 from lvdtool.ssl.schedules import is_last_layer_param
 
 BACKBONE_PREFIX = "backbone."
-EMBEDDING_NAMES = ("cls_token", "pos_embed", "register_tokens", "mask_token", "patch_embed")
-TOKEN_NAMES = ("cls_token", "pos_embed", "register_tokens", "mask_token")
+# DINOv3 backbones: `storage_tokens` instead of `register_tokens`, no pos_embed (RoPE has no parameters).
+EMBEDDING_NAMES = ("cls_token", "pos_embed", "register_tokens", "storage_tokens", "mask_token", "patch_embed")
+TOKEN_NAMES = ("cls_token", "pos_embed", "register_tokens", "storage_tokens", "mask_token")
 
 
 def layer_id(name: str, depth: int) -> int:
