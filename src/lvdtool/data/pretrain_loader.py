@@ -126,6 +126,8 @@ class PretrainBatches(Dataset):
         crops = variant.augment.batch(images, generators)
         rng = np.random.default_rng(derive_seed(self.seed, STREAM_MASKS, request.epoch, request.first_position))
         batch = attach_masks(crops["global_crops"], crops["local_crops"], variant.mask_sampler, rng)
+        if "gram_crops" in crops:
+            batch["gram_crops"] = crops["gram_crops"]
         batch.update(iteration=request.iteration, epoch=request.epoch, first_position=request.first_position)
         return batch
 

@@ -27,7 +27,10 @@ from lvdtool.train.source_run import open_source
 # paper recipes, as in DINOv3's phase). Other schedules, length and the global crop are the phase's.
 CARRIED = ("model", "dino", "ibot", "crops", "optim.layerwise_decay", "optim.patch_embed_lr_mult",
            "optim.token_weight_decay", "optim.reference_batch")
-NOT_CARRIED = ("crops.global_crops_size",)
+# The phase's own: its global crop and resolution mixture (an empty source list would override the
+# preset's mixture), and DINOv3's loss-bookkeeping keys its preset sets.
+NOT_CARRIED = ("crops.global_crops_size", "crops.resolutions", "dino.local_weight", "dino.local_weight_ramp",
+               "dino.koleo_group_size")
 
 
 def compose(overrides: list[str]) -> tuple[PretrainConfig, dict[str, Any]]:

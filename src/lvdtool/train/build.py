@@ -31,7 +31,8 @@ class TrainingData:
     warning: str | None = None  # e.g. images stored smaller than the crop
 
 
-def multicrop_config(cfg: PretrainConfig, global_size: int | None = None, local_size: int | None = None) -> MultiCropConfig:
+def multicrop_config(cfg: PretrainConfig, global_size: int | None = None, local_size: int | None = None,
+                     gram_size: int | None = None) -> MultiCropConfig:
     crops = cfg.crops
     return MultiCropConfig(
         global_crops_size=global_size or crops.global_crops_size,
@@ -44,6 +45,7 @@ def multicrop_config(cfg: PretrainConfig, global_size: int | None = None, local_
         flip_prob=crops.flip_prob,
         solarize_prob=crops.solarize_prob,
         jitter=ColorJitterConfig(prob=crops.color_jitter_prob),
+        gram_crops_size=gram_size,
     )
 
 
@@ -75,13 +77,15 @@ def build_training_data(cfg: PretrainConfig, patch_size: int, run_dir: Path | No
         table = distributed_table(images, selection, run_dir / TABLE_DIR, fingerprint, env.rank, env.world_size,
                                   env.run_on_all, env.run_on_main)
     pairs = crop_sizes(cfg, patch_size)
+    grams = gram_sizes(cfg, patch_size)
     ratio = (cfg.ibot.mask_ratio[0], cfg.ibot.mask_ratio[1])
     variants = []
-    for global_size, local_size, _ in pairs:
+    for (global_size, local_size, _), gram_size in zip(pairs, grams):
         grid = global_size // patch_size  # the iBOT mask grid follows the crop size
         masks = BatchMaskSampler((grid, grid), mask_prob=cfg.ibot.mask_prob, ratio_range=ratio)
-        min_side = cfg.data.decode_min_side or 2 * global_size
-        variants.append(CropVariant(MultiCropAugment(multicrop_config(cfg, global_size, local_size)), masks, min_side))
+        min_side = cfg.data.decode_min_side or max(2 * global_size, gram_size or 0)
+        augment = MultiCropAugment(multicrop_config(cfg, global_size, local_size, gram_size))
+        variants.append(CropVariant(augment, masks, min_side))
     choice = ResolutionChoice([p for _, _, p in pairs], cfg.train.seed)
     first = variants[0]
     dataset = PretrainBatches(table, first.augment, first.mask_sampler, cfg.train.seed, first.decode_min_side,
@@ -106,6 +110,26 @@ def crop_sizes(cfg: PretrainConfig, patch_size: int) -> list[tuple[int, int, flo
     return [(fit(r.global_size), fit(r.local_size), float(r.p)) for r in cfg.crops.resolutions]
 
 
+def gram_sizes(cfg: PretrainConfig, patch_size: int) -> list[int | None]:
+    """The Gram-teacher crop of every resolution `crop_sizes` gives (None each without Gram
+    anchoring): gram.crop_size, a resolution's gram_size, or gram.crop_factor x the global crop,
+    rounded to the nearest multiple of the patch size and never below the global crop."""
+    pairs = crop_sizes(cfg, patch_size)
+    if not cfg.gram.enabled:
+        return [None] * len(pairs)
+
+    def fit(size: float, global_size: int) -> int:
+        return max(global_size, int(round(size / patch_size)) * patch_size)
+
+    if cfg.gram.crop_size is not None:
+        if cfg.gram.crop_size % patch_size:
+            raise ConfigError(f"gram.crop_size={cfg.gram.crop_size} is not a multiple of the patch size {patch_size}")
+        return [cfg.gram.crop_size]
+    specs = cfg.crops.resolutions or [None]
+    return [fit(spec.gram_size if spec is not None and spec.gram_size else global_size * cfg.gram.crop_factor, global_size)
+            for spec, (global_size, _, _) in zip(specs, pairs)]
+
+
 def ingest_size_warning(images_config: dict, crop: int) -> str | None:
     """A warning when the images artifact was stored smaller than the largest global crop (the
     crops would be upsampled: a high-resolution phase on 512 px images learns little)."""
@@ -125,7 +149,7 @@ def build_meta_arch(cfg: PretrainConfig) -> SSLMetaArch:
     """Student and teacher on CPU, initialised from `train.seed` (identical on every rank)."""
     torch.manual_seed(cfg.train.seed)
     backbone = build_backbone(cfg.model.arch, **cfg.model.backbone_overrides())
-    return SSLMetaArch(backbone, cfg.meta_arch_config())
+    return SSLMetaArch(backbone, cfg.meta_arch_config(), gram=cfg.gram.enabled)
 
 
 def load_init_weights(meta: SSLMetaArch, path: str) -> InputRef:

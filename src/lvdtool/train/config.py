@@ -64,6 +64,15 @@ class DinoSection(HeadSection):
     center_init: str = "zeros"  # zeros (official) | first_batch: the centre starts at the first batch's mean
     sinkhorn_iterations: int = 3
     student_temp: float = 0.1
+    # DINOv3's local-crop reweighting: the local crops' pairs x local_weight (1: DINOv2's average
+    # over all pairs). local_weight_ramp: go from 1 to local_weight along the Gram weight's ramp
+    # (gram.ramp_start, gram.ramp_iterations), as DINOv3's Gram stage does (1 -> 0.5).
+    local_weight: float = 1.0
+    local_weight_ramp: bool = False
+    # Distributed KoLeo (DINOv3 high-res adaptation: 16): neighbours within groups of this many
+    # samples of the global batch (a multiple of the per-rank batch dividing the global batch).
+    # null: the plain per-rank KoLeo.
+    koleo_group_size: int | None = None
 
 
 @dataclass
@@ -117,6 +126,7 @@ class ResolutionSpec:
     global_size: int = 224
     local_size: int = 98
     p: float = 1.0
+    gram_size: int | None = None  # Gram-teacher crop (DINOv3: 768 for 512, 1152 for 768); null: gram.crop_factor
 
 
 @dataclass
@@ -177,6 +187,29 @@ class CheckpointSection:
 
 
 @dataclass
+class GramSection:
+    """Gram anchoring (DINOv3): the student's patch-similarity (Gram) matrices of its global crops
+    are pulled towards those of a frozen Gram teacher that sees the same crops at a higher
+    resolution, without photometric distortion. Iterations are the run's own (0-based)."""
+
+    enabled: bool = False
+    weight: float = 1.0  # the weight after the ramp (DINOv3: 2.0 in the Gram stage, 1.5 in high-res adaptation)
+    ramp_start: int = 0  # weight 0 before this iteration
+    ramp_iterations: int = 0  # cosine ramp 0 -> weight (0: the full weight from ramp_start)
+    crop_factor: float = 2.0  # Gram crop = factor x the global crop, rounded to the patch size
+    crop_size: int | None = None  # an explicit Gram crop size (single resolution only); overrides the factor
+    # Where the Gram teacher starts: null = the run's own teacher as it starts (the --from teacher
+    # in hires-adapt), or a run directory / backbone file (DINOv3's gram.ckpt).
+    teacher: str | None = None
+    load_ema_iteration: int | None = None  # copy the EMA teacher in before this iteration (DINOv3 it_load_ema_teacher)
+    # Refreshes: after iteration it, copy the EMA teacher when (it+1) >= first_refresh,
+    # (it+1) % refresh_every == 0 and fewer than max_refreshes happened (refresh_every 0: never).
+    refresh_every: int = 0
+    first_refresh: int = 0
+    max_refreshes: int | None = None  # null: no limit
+
+
+@dataclass
 class PresetSection:
     """Which recipe preset the config came from (set by configs/recipe/*.yaml), for the start-up
     line and the manifest: `paper` presets train as the paper does, `lvd` presets are lvd's own."""
@@ -219,6 +252,7 @@ class PretrainConfig:
     train: TrainSection = field(default_factory=TrainSection)
     parallel: ParallelSection = field(default_factory=ParallelSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    gram: GramSection = field(default_factory=GramSection)
     preset: PresetSection = field(default_factory=PresetSection)
 
     def meta_arch_config(self) -> MetaArchConfig:
@@ -231,6 +265,7 @@ class PretrainConfig:
             sinkhorn_iterations=self.dino.sinkhorn_iterations,
             student_temp=self.dino.student_temp,
             weights=SSLLossWeights(self.dino.loss_weight, self.ibot.loss_weight, self.dino.koleo_weight),
+            koleo_group_size=self.dino.koleo_group_size,
         )
 
     def validate(self) -> None:
@@ -299,6 +334,7 @@ class PretrainConfig:
         for k, res in enumerate(self.crops.resolutions):
             if res.global_size < 1 or res.local_size < 1 or not res.p > 0:
                 raise bad(f"crops.resolutions[{k}]", res, "needs global_size, local_size >= 1 and p > 0")
+        self._validate_dinov3(bad)
         if self.stage == "distill":
             if not self.distill.teacher:
                 raise bad("distill.teacher", self.distill.teacher, "distill needs a teacher run (--teacher)")
@@ -306,6 +342,40 @@ class PretrainConfig:
                 raise bad("distill.students", self.distill.students, "distill needs at least one student (--arch)")
             if len(set(self.distill.students)) != len(self.distill.students):
                 raise bad("distill.students", self.distill.students, "a student arch is named twice")
+
+
+    def _validate_dinov3(self, bad: Any) -> None:
+        """Local DINO weight, distributed KoLeo and Gram anchoring keys."""
+        dino, gram = self.dino, self.gram
+        if dino.local_weight < 0:
+            raise bad("dino.local_weight", dino.local_weight, "must be >= 0")
+        if dino.local_weight_ramp and not gram.enabled:
+            raise bad("dino.local_weight_ramp", True, "follows the Gram weight's ramp: needs gram.enabled=true")
+        group = dino.koleo_group_size
+        if group is not None and (group < 2 or group % self.train.batch_size_per_gpu):
+            raise bad("dino.koleo_group_size", group, f"must be >= 2 and a multiple of train.batch_size_per_gpu="
+                      f"{self.train.batch_size_per_gpu} (or null: per-rank KoLeo)")
+        if not gram.enabled:
+            return
+        if self.stage == "distill":
+            raise bad("gram.enabled", True, "Gram anchoring trains a pretrain or hires-adapt run, not distill")
+        if gram.weight < 0:
+            raise bad("gram.weight", gram.weight, "must be >= 0")
+        for key in ("ramp_start", "ramp_iterations", "refresh_every", "first_refresh"):
+            if getattr(gram, key) < 0:
+                raise bad(f"gram.{key}", getattr(gram, key), "must be >= 0")
+        if gram.max_refreshes is not None and gram.max_refreshes < 0:
+            raise bad("gram.max_refreshes", gram.max_refreshes, "must be >= 0 (or null: no limit)")
+        if gram.load_ema_iteration is not None and gram.load_ema_iteration < 0:
+            raise bad("gram.load_ema_iteration", gram.load_ema_iteration, "must be >= 0 (or null)")
+        if not gram.crop_factor >= 1:
+            raise bad("gram.crop_factor", gram.crop_factor, "must be >= 1 (the Gram crop is at least the global crop)")
+        if gram.crop_size is not None:
+            if self.crops.resolutions:
+                raise bad("gram.crop_size", gram.crop_size, "with crops.resolutions give each entry a gram_size "
+                          "(or use gram.crop_factor)")
+            if gram.crop_size < self.crops.global_crops_size:
+                raise bad("gram.crop_size", gram.crop_size, f"is smaller than the global crop {self.crops.global_crops_size}")
 
 
 # Keys that may change between a run and its resume (speed, logging, bookkeeping only).

@@ -22,6 +22,7 @@ from lvdtool.data.pretrain_loader import build_pretrain_loader
 from lvdtool.data.sampler import STREAM_MODEL, DataCursor, derive_seed
 from lvdtool.errors import TrainingError
 from lvdtool.models import describe_backbone
+from lvdtool.ssl.gram import GramRefresh
 from lvdtool.ssl.meta_arch import LOSS_NAMES
 from lvdtool.artifacts.manifest import MANIFEST_NAME, InputRef, read_manifest
 from lvdtool.train.build import build_training_data, step_shape
@@ -159,6 +160,8 @@ class Pretrainer:
                 trainee.store.load(trainee.store.dir / self.resume_path.name, trainee.module, trainee.optimizer)
             self.start = DataCursor.from_dict(resume_state["data"])
         self.schedules = build_run_schedules(self.plan, cfg)
+        gram = cfg.gram
+        self.gram_refresh = GramRefresh(gram.refresh_every, gram.first_refresh, gram.max_refreshes) if gram.enabled else None
         lr = self.schedules.lr
         self.lr_ramp = lr.cosine_iters if cfg.optim.lr_shape == "ramp_constant" else lr.warmup_iters
         self.guard = CollapseGuard(cfg.dino.prototypes, cfg.train.collapse_window or default_window(self.plan.total_iters),
@@ -218,8 +221,19 @@ class Pretrainer:
             f"teacher temperature {cfg.teacher.warmup_temp:g} -> {cfg.teacher.temp:g} over "
             f"{sched.teacher_temp.warmup_iters}; {ema} {cfg.teacher.momentum:g} -> "
             f"{cfg.teacher.final_momentum:g}; centre init {cfg.dino.center_init}; "
-            f"{cfg.dino.prototypes} prototypes"
+            f"{cfg.dino.prototypes} prototypes" + self._gram_words()
         )
+
+    def _gram_words(self) -> str:
+        cfg = self.cfg
+        local = self.schedules.dino_local_weight
+        words = f"; DINO local weight {local.before:g} -> {local.after:g}" if local is not None else ""
+        if not cfg.gram.enabled:
+            return words
+        sizes = "/".join(str(v.augment.config.gram_crops_size) for v in self.data.dataset.variants)
+        ramp = (f" from iteration {cfg.gram.ramp_start}, ramped over {cfg.gram.ramp_iterations}"
+                if cfg.gram.ramp_start or cfg.gram.ramp_iterations else " constant")
+        return f"{words}; Gram anchoring weight {cfg.gram.weight:g}{ramp}, Gram crops {sizes} px"
 
     def _extra(self, iteration: int, trainee: Trainee) -> dict[str, Any]:
         latest = trainee.store.latest()
@@ -272,10 +286,16 @@ class Pretrainer:
 
     def step(self, iteration: int, batch: dict[str, Any]) -> dict[str, float]:
         torch.manual_seed(derive_seed(self.cfg.train.seed, STREAM_MODEL, iteration, self.env.rank))
+        if self.gram_refresh is not None and iteration == self.cfg.gram.load_ema_iteration:
+            self.meta.load_gram_teacher_from_ema(refresh=False)  # DINOv3 it_load_ema_teacher: before the step
         logged = train_step(
             self.meta, self.optimizers, batch_to_device(batch, self.env.device), self.schedules.at(iteration),
             self.cfg.optim.clip_grad, lambda values: self._check_finite(iteration, values),
         )
+        if self.gram_refresh is not None:
+            if self.gram_refresh.after(iteration):  # after the step and its EMA update
+                self.meta.load_gram_teacher_from_ema()
+            logged["gram_refreshes"] = int(self.meta.gram_teacher.refreshes)
         logged["teacher_mi"] = teacher_information(logged)
         self._watch_collapse(iteration, logged)
         return logged
@@ -318,7 +338,7 @@ class Pretrainer:
                     last = iteration + 1 == total
                     if iteration % log_every == 0 or last:
                         self._log(iteration, batch["epoch"], logged, meter, bar, task)
-                        summary.last = {k: logged[k] for k in LOSS_NAMES}
+                        summary.last = {k: logged[k] for k in (*LOSS_NAMES, "gram") if k in logged}
                     bar.advance(task)
                     if (iteration + 1) % every == 0 or last:
                         self._save(iteration + 1)
@@ -339,9 +359,10 @@ class Pretrainer:
             record["mfu"] = self.flops_per_image * rate / self.env.world_size / self.peak_flops
         self.metrics.write(record)
         mfu = f" mfu {record['mfu']:.1%}" if "mfu" in record else ""
+        gram = f" gram {logged['gram']:.4f} x {logged['gram_weight']:.3g}" if "gram" in logged else ""
         description = (
             f"loss {logged['loss']:.3f} (dino {logged['dino']:.3f} ibot {logged['ibot']:.3f} "
-            f"koleo {logged['koleo']:.3f}) lr {logged['lr']:.2e} m {logged['momentum']:.4f} "
+            f"koleo {logged['koleo']:.3f}{gram}) lr {logged['lr']:.2e} m {logged['momentum']:.4f} "
             f"T {logged['teacher_temp']:.3f} | teacher H {logged['teacher_entropy']:.2f}/{self.guard.ln_k:.2f} "
             f"info {logged['teacher_mi']:.2f} cos {logged['teacher_cos']:.3f} spread {logged['cls_spread']:.2f} "
             f"| {rate:.1f} img/s{mfu}"

@@ -74,8 +74,41 @@ def _load_strict(target: Any, state: dict[str, torch.Tensor], what: str, source:
 
 
 def pretrain_networks(cfg: PretrainConfig, resuming: bool, previous_inputs: list[InputRef]) -> Networks:
-    """pretrain and hires-adapt: one student/teacher pair. Weights from `init` / `from_run` are
-    read only on a fresh start; a resume takes everything from its own checkpoint."""
+    """pretrain and hires-adapt: one student/teacher pair (and the Gram teacher with
+    gram.enabled). Weights from `init` / `from_run` / `gram.teacher` are read only on a fresh
+    start; a resume takes everything from its own checkpoint."""
+    built = _student_teacher(cfg, resuming, previous_inputs)
+    if cfg.gram.enabled:
+        _start_gram_teacher(cfg, built, resuming, previous_inputs)
+    return built
+
+
+def _start_gram_teacher(cfg: PretrainConfig, built: Networks, resuming: bool, previous_inputs: list[InputRef]) -> None:
+    """The Gram teacher starts as the run's starting teacher, or as `gram.teacher`'s teacher backbone."""
+    meta = built.meta
+    if resuming:
+        built.inputs += [ref for ref in previous_inputs if ref.role == "gram_teacher"]
+        return
+    if not cfg.gram.teacher:
+        meta.load_gram_teacher_from_ema(refresh=False)
+        where = "the run's starting teacher"
+    else:
+        source = open_source(cfg.gram.teacher, role="gram_teacher")
+        built.inputs.append(source.ref)
+        state, _ = fit_pos_embed(source.teacher_state(), meta.student, str(source.path))
+        backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+        _load_strict(lambda s: meta.gram_teacher.backbone.load_state_dict(s, strict=True), backbone,
+                     "teacher backbone (gram.teacher)", source)
+        where = source.describe()
+    gram = cfg.gram
+    refresh = (f"refreshed from the EMA teacher every {gram.refresh_every} iterations from {gram.first_refresh}"
+               + (f", at most {gram.max_refreshes} times" if gram.max_refreshes is not None else "")
+               if gram.refresh_every else "never refreshed")
+    load = f"; the EMA teacher copied in before iteration {gram.load_ema_iteration}" if gram.load_ema_iteration is not None else ""
+    built.lines.append(f"gram: Gram teacher <- {where}{load}; {refresh}")
+
+
+def _student_teacher(cfg: PretrainConfig, resuming: bool, previous_inputs: list[InputRef]) -> Networks:
     meta = build_meta_arch(cfg)
     built = Networks(meta)
     if cfg.init:

@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lvdtool.errors import ConfigError
 from lvdtool.ssl.distill_arch import DistillMetaArch
+from lvdtool.ssl.gram import GramTeacher
 from lvdtool.ssl.meta_arch import SSLMetaArch, SSLNetwork
 
 VIEW_WARNING = "FSDP2-wrapped module .* returned a view tensor"
@@ -64,12 +65,12 @@ def _wrap_block_forward(block: nn.Module, plan: ParallelPlan) -> None:
     block.forward = forward  # type: ignore[method-assign]
 
 
-def _shard_network(network: SSLNetwork, mesh: DeviceMesh, plan: ParallelPlan, trained: bool) -> None:
+def _shard_network(network: SSLNetwork | GramTeacher, mesh: DeviceMesh, plan: ParallelPlan, trained: bool) -> None:
     policy = MixedPrecisionPolicy(param_dtype=plan.param_dtype, reduce_dtype=torch.float32)
     for block in network.backbone.blocks:
         _wrap_block_forward(block, plan)
         fully_shard(block, mesh=mesh, mp_policy=policy)
-    for head in (network.dino_head, network.ibot_head):
+    for head in (getattr(network, "dino_head", None), getattr(network, "ibot_head", None)):
         if head is not None:
             fully_shard(head, mesh=mesh, mp_policy=policy)
     # The student's root is needed again right away by backward: keep it gathered after forward
@@ -78,7 +79,7 @@ def _shard_network(network: SSLNetwork, mesh: DeviceMesh, plan: ParallelPlan, tr
     fully_shard(network, mesh=mesh, mp_policy=policy, reshard_after_forward=not trained)
 
 
-def networks_of(meta: SSLMetaArch | DistillMetaArch) -> list[tuple[SSLNetwork, bool]]:
+def networks_of(meta: SSLMetaArch | DistillMetaArch) -> list[tuple[SSLNetwork | GramTeacher, bool]]:
     """(network, trained) for every network of a meta-architecture. Distillation: the frozen
     teacher (sharded for inference only: no gradients, resharded after each forward), then each
     student and its EMA, sharded identically so the EMA runs shard-locally."""
@@ -87,7 +88,10 @@ def networks_of(meta: SSLMetaArch | DistillMetaArch) -> list[tuple[SSLNetwork, b
         for pair in meta.pairs.values():
             out += [(pair.student, True), (pair.teacher, False)]
         return out
-    return [(meta.student, True), (meta.teacher, False)]
+    out = [(meta.student, True), (meta.teacher, False)]
+    if meta.gram_teacher is not None:  # backbone only, frozen: sharded like the teacher, so a refresh is shard-local
+        out.append((meta.gram_teacher, False))
+    return out
 
 
 def parallelize(meta: SSLMetaArch | DistillMetaArch, plan: ParallelPlan) -> SSLMetaArch | DistillMetaArch:

@@ -15,7 +15,7 @@ from lvdtool.ssl.schedules import ScheduleValues
 from lvdtool.train.distributed import all_reduce_mean
 from lvdtool.train.optim import apply_schedule, clip_gradients
 
-BATCH_TENSORS = ("global_crops", "local_crops", "masks", "mask_indices", "masks_weight")
+BATCH_TENSORS = ("global_crops", "local_crops", "masks", "mask_indices", "masks_weight", "gram_crops")
 FiniteCheck = Callable[[dict[str, float]], None]
 
 
@@ -46,7 +46,9 @@ def train_step(
         raise TrainingError(f"{len(optimizers)} optimizers for {len(networks)} trained networks")
     for opt in optimizers:
         apply_schedule(opt, values)
-    losses = meta(batch, values.teacher_temp)
+    gram = getattr(meta, "gram_teacher", None) is not None
+    extra = {"gram_weight": values.gram_weight} if gram else {}
+    losses = meta(batch, values.teacher_temp, dino_local_weight=values.dino_local_weight, **extra)
     names = LOSS_NAMES + STAT_NAMES
     names = names + tuple(sorted(k for k in losses if k not in names))
     size = float(batch["global_crops"].shape[-1])
@@ -59,7 +61,8 @@ def train_step(
     logged = dict(zip(names, values_list))
     logged["global_size"] = size
     if check_finite:
-        check_finite({f"{k} loss": logged[k] for k in ("dino", "ibot", "koleo")} | {"total loss": logged["loss"]})
+        terms = ("dino", "ibot", "koleo", "gram") if gram else ("dino", "ibot", "koleo")
+        check_finite({f"{k} loss": logged[k] for k in terms} | {"total loss": logged["loss"]})
     losses["loss"].backward()
     norms = [float(clip_gradients(list(net.parameters()), clip_grad)) for net in networks]
     logged["grad_norm"] = max(norms)
@@ -73,4 +76,8 @@ def train_step(
     meta.update_teacher(values.teacher_momentum)
     logged.update(lr=values.lr, last_layer_lr=values.last_layer_lr, wd=values.weight_decay,
                   momentum=values.teacher_momentum, teacher_temp=values.teacher_temp)
+    if values.dino_local_weight != 1.0 or gram:
+        logged["dino_local_weight"] = values.dino_local_weight
+    if gram:
+        logged["gram_weight"] = values.gram_weight
     return logged

@@ -60,6 +60,9 @@ class MultiCropConfig:
     solarize_threshold: float = 0.5
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    # Gram anchoring (DINOv3): each global crop again at this size, same box and flip, no
+    # photometric distortion (normalised only). None: no Gram crops. Draws no random number.
+    gram_crops_size: int | None = None
 
     def __post_init__(self) -> None:
         # Accept lists (YAML / Hydra) for the tuple fields.
@@ -73,7 +76,9 @@ class MultiCropConfig:
             object.__setattr__(self, key, tuple(float(v) for v in value))
         if isinstance(self.jitter, dict):
             object.__setattr__(self, "jitter", ColorJitterConfig(**self.jitter))
-        for key, size in (("global_crops_size", self.global_crops_size), ("local_crops_size", self.local_crops_size)):
+        sizes = (("global_crops_size", self.global_crops_size), ("local_crops_size", self.local_crops_size),
+                 ("gram_crops_size", self.gram_crops_size or 1))
+        for key, size in sizes:
             if size < 1:
                 raise ConfigError(f"MultiCropConfig: {key} must be >= 1, got {size}")
         if self.n_local_crops < 0:
@@ -151,7 +156,8 @@ def _as_rgb(image: torch.Tensor) -> torch.Tensor:
 
 class MultiCropAugment:
     """Callable: (uint8 [3, H, W] image, torch.Generator) -> {"global_crops": [2 x 3xGxG],
-    "local_crops": [n_local x 3xLxL]}, float32, normalised with the ImageNet mean/std."""
+    "local_crops": [n_local x 3xLxL]} (+ "gram_crops": [2 x 3xSxS] with `gram_crops_size`),
+    float32, normalised with the ImageNet mean/std."""
 
     def __init__(self, config: MultiCropConfig | None = None) -> None:
         self.config = config if config is not None else MultiCropConfig()
@@ -187,10 +193,23 @@ class MultiCropAugment:
     ) -> dict[str, list[torch.Tensor]]:
         """Apply sampled parameters; `normalized=False` returns the crops in [0, 1]."""
         cfg = self.config
-        return {
+        out = {
             "global_crops": self._crops(image, params.global_crops, cfg.global_crops_size, normalized),
             "local_crops": self._crops(image, params.local_crops, cfg.local_crops_size, normalized),
         }
+        if cfg.gram_crops_size:
+            out["gram_crops"] = self.gram_crops(image, params.global_crops, normalized)
+        return out
+
+    def gram_crops(self, image: torch.Tensor, global_crops: Sequence[CropParams], normalized: bool = True) -> list[torch.Tensor]:
+        """The global crops' boxes and flips at `gram_crops_size`, without photometric distortion."""
+        size = self.config.gram_crops_size
+        if not size:
+            raise InputError("MultiCropAugment.gram_crops: gram_crops_size is not set")
+        x = self.geometric(image, global_crops, size)
+        if normalized:
+            x = normalize(x, self.config.mean, self.config.std)
+        return list(x.unbind(0))
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> dict[str, list[torch.Tensor]]:
         image = _as_rgb(image)
@@ -209,12 +228,17 @@ class MultiCropAugment:
         images = [_as_rgb(im) for im in images]
         params = [self.sample_params((im.shape[1], im.shape[2]), g) for im, g in zip(images, generators)]
         cfg = self.config
-        return {
+        out = {
             "global_crops": self._stacked(images, [p.global_crops for p in params], cfg.global_crops_size),
             "local_crops": self._stacked(images, [p.local_crops for p in params], cfg.local_crops_size),
         }
+        if cfg.gram_crops_size:  # after the other crops, from the same parameters: their draws are unchanged
+            out["gram_crops"] = self._stacked(images, [p.global_crops for p in params], cfg.gram_crops_size,
+                                              photometric=False)
+        return out
 
-    def _stacked(self, images: Sequence[torch.Tensor], crops: Sequence[Sequence[CropParams]], size: int) -> torch.Tensor:
+    def _stacked(self, images: Sequence[torch.Tensor], crops: Sequence[Sequence[CropParams]], size: int,
+                 photometric: bool = True) -> torch.Tensor:
         n_views = len(crops[0])
         if n_views == 0:
             return torch.empty(0)
@@ -224,8 +248,9 @@ class MultiCropAugment:
             hflip(crop_resize(images[i], c.box, size)) if c.flip else crop_resize(images[i], c.box, size)
             for (i, _), c in zip(order, flat)
         ])
-        x = apply_photometric_batch(
-            x, PhotometricBatch.stack([c.photometric for c in flat]),
-            self.config.blur_kernel_size, self.config.solarize_threshold,
-        )
+        if photometric:
+            x = apply_photometric_batch(
+                x, PhotometricBatch.stack([c.photometric for c in flat]),
+                self.config.blur_kernel_size, self.config.solarize_threshold,
+            )
         return normalize(x, self.config.mean, self.config.std)
