@@ -64,6 +64,23 @@ def test_one_vector_per_ok_key_matching_a_direct_forward(tmp_path, images, weigh
     assert np.abs(got - ref).max() < 2e-3
 
 
+def test_a_dinov3_file_embeds_unchanged(tmp_path, images):
+    torch.manual_seed(0)
+    weights = tmp_path / "dinov3.pth"  # the DINOv3 ViT-S/16 layout at width 192: RoPE, storage tokens
+    save_backbone(build_backbone("vit_s16_v3", embed_dim=192, depth=2, num_heads=3, layerscale_init=1.0), weights)
+    out = tmp_path / "emb"
+    lvd("embed", "--images", str(images), "--weights", str(weights), "--out", str(out), "resolution=96", "workers=0")
+    keys, vecs = EmbeddingsArtifact(out).load()
+    assert read_manifest(out).extra["model"]["arch"] is None  # narrowed: no registered name, read off the keys
+    model = load_backbone(weights).eval()
+    assert model.config.family == "dinov3"
+    sample = next(ImagesArtifact(images).iter_samples())
+    x = normalize_batch(EvalTransform(96)(sample.data)[None])
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(model(x)["x_norm_clstoken"], dim=1)[0].numpy()
+    assert np.abs(vecs[keys.index(sample.key)].astype(np.float32) - ref).max() < 2e-3
+
+
 def test_cls_plus_avgpool_token(tmp_path, images, weights):
     out = tmp_path / "emb2"
     lvd("embed", "--images", str(images), "--weights", str(weights), "--out", str(out), "--token", "cls+avgpool", "workers=0")

@@ -85,3 +85,16 @@ def test_a_negative_pca_image_count_is_a_one_line_config_error(tmp_path, digits)
                "--out", str(tmp_path / "r"), "pca_images=-1", check=False)
     assert proc.returncode != 0 and "pca_images=-1: must be >= 0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_probe_takes_a_dinov3_file_unchanged(tmp_path, digits):
+    arts, _ = digits
+    torch.manual_seed(0)
+    weights = tmp_path / "dinov3.pth"  # the DINOv3 ViT-S/16 layout, narrowed: RoPE, storage tokens
+    save_backbone(build_backbone("vit_s16_v3", embed_dim=192, depth=4, num_heads=3, layerscale_init=1.0), weights)
+    out = tmp_path / "report"
+    lvd("probe", "--weights", str(weights), "--train", str(arts["train"]), "--val", str(arts["val"]), "--out", str(out),
+        "resolution=64", "linear.epochs=3", "linear.lrs=[0.1]", "workers=0", "pca_images=2")
+    report = json.loads((out / "report.json").read_text())
+    assert report["knn"]["10"]["top1"] > 25 and report["linear"]["best"]["top1"] > 25
+    assert read_manifest(out).complete
