@@ -176,7 +176,7 @@ def hires_adapt(
     images: Path = typer.Option(..., "--images", "--data", help="Images artifact (ingested at least as large as the crop)."),
     selection: Optional[Path] = _shared_option("--selection"),
     out: Path = typer.Option(..., "--out", help="New run directory; rerunning the same command resumes it."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="dinov2 (518 px, lvd's schedule; default) | dinov3 (the official mixed-resolution phase)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="dinov2 (518 px, lvd's schedule; default) | dinov3 (the official mixed-resolution phase, with Gram anchoring) | dinov3_gram (the official Gram-anchoring stage as a phase; give --size of the source)."),
     size: Optional[int] = typer.Option(None, "--size", help="Global crop size in pixels (default 518)."),
     iterations: Optional[int] = _shared_option("--iterations"),
     batch_size: Optional[int] = _shared_option("--batch-size"),
