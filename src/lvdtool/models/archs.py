@@ -96,8 +96,7 @@ def vit_micro8() -> BackboneConfig:
 @register_arch("vit_s16plus_reg4", kind="lvd")
 def vit_s16plus_reg4() -> BackboneConfig:
     """ViT-S/16 with a SwiGLU FFN of ratio 6 and 4 registers (29M parameters): the DINOv2-family
-    form of DINOv3's distilled "ViT-S+" student (which has RoPE instead of a learned position
-    embedding; that family comes with lvd's DINOv3 support)."""
+    form of DINOv3's "ViT-S+" (`vit_s16plus_v3` is the real one, with RoPE and storage tokens)."""
     return _preset("vit_small", 16, REGISTER_TOKENS).replace(ffn="swiglu", mlp_ratio=6.0)
 
 
