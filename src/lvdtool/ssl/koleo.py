@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -63,7 +65,9 @@ def koleo_loss_distributed(features: torch.Tensor, group_size: int, eps: float =
         import torch.distributed.nn as dist_nn  # the autograd-aware collectives
 
         world, rank = dist.get_world_size(), dist.get_rank()
-        gathered = torch.cat(dist_nn.all_gather(x), dim=0)
+        with warnings.catch_warnings():  # torch marks it deprecated; it is the autograd-aware gather DINOv3 uses
+            warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
+            gathered = torch.cat(dist_nn.all_gather(x), dim=0)
     else:
         world, rank, gathered = 1, 0, x
     total = gathered.shape[0]

@@ -102,7 +102,7 @@ def _start_gram_teacher(cfg: PretrainConfig, built: Networks, resuming: bool, pr
         where = source.describe()
     gram = cfg.gram
     refresh = (f"refreshed from the EMA teacher every {gram.refresh_every} iterations from {gram.first_refresh}"
-               + (f", at most {gram.max_refreshes} times" if gram.max_refreshes is not None else "")
+               + (f", {gram.max_refreshes} refreshes at most" if gram.max_refreshes is not None else "")
                if gram.refresh_every else "never refreshed")
     load = f"; the EMA teacher copied in before iteration {gram.load_ema_iteration}" if gram.load_ema_iteration is not None else ""
     built.lines.append(f"gram: Gram teacher <- {where}{load}; {refresh}")
