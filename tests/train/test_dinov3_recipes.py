@@ -82,3 +82,14 @@ def test_the_gram_stage_preset_composes_for_hires_adapt():
     assert [sched.at(it).gram_weight for it in (0, 500, 1000)] == [0.0, 1.0, 2.0]
     assert [sched.at(it).dino_local_weight for it in (0, 500, 1000)] == [1.0, 0.75, 0.5]
     assert {sched.lr[it] for it in (0, 99_999)} == {plan.peak_lr}
+
+
+def test_a_run_started_before_the_dinov3_keys_resumes_when_they_keep_their_defaults():
+    from lvdtool.train.run_dir import config_differences
+
+    _, new = compose_config("pretrain", [*REQUIRED, "recipe=vit_test"], PretrainConfig)
+    old = {k: (dict(v) if isinstance(v, dict) else v) for k, v in new.items() if k != "gram"}
+    old["dino"] = {k: v for k, v in new["dino"].items() if k not in ("local_weight", "koleo_group_size")}
+    assert config_differences(old, new) == []
+    _, gram_on = compose_config("pretrain", [*REQUIRED, "recipe=vit_test", "gram.enabled=true"], PretrainConfig)
+    assert config_differences(old, gram_on) == ["gram.enabled: None -> True"]

@@ -28,10 +28,22 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Keys whose values differ, outside RESUME_IGNORES, as 'key: old -> new'."""
+    """Keys whose values differ, outside RESUME_IGNORES, as 'key: old -> new'. A key the old
+    config lacks (a run started before lvd had it) counts only when the new value is not the
+    key's default: such a run trained as the default says."""
     a, b = _flatten("", old, {}), _flatten("", new, {})
+    defaults = _schema_defaults()
     keys = sorted((set(a) | set(b)) - set(RESUME_IGNORES))
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys
+            if a.get(k) != b.get(k) and not (k not in a and k in defaults and defaults[k] == b.get(k))]
+
+
+def _schema_defaults() -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from lvdtool.train.config import PretrainConfig
+
+    return _flatten("", OmegaConf.to_container(OmegaConf.structured(PretrainConfig)), {})
 
 
 # What a run writes before its first checkpoint (and so before its manifest): a run killed then is
