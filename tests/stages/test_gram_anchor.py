@@ -92,7 +92,7 @@ def checkpoint(out: Path, iteration: int) -> Path:
 
 def test_the_gram_teacher_is_refreshed_exactly_at_the_configured_iterations(reference):
     out = reference["out"]
-    assert "Gram anchoring weight 1.5 constant, Gram crops 64 px" in reference["printed"]
+    assert "DINO local weight 0.5; Gram anchoring weight 1.5 constant, Gram crops 64 px" in reference["printed"]
     assert "Gram teacher <- the run's starting teacher" in reference["printed"]
     records = metrics(out)
     assert [r["gram_refreshes"] for r in records] == [0, 1, 1, 2, 2, 2, 2]  # after iterations 1 and 3 only

@@ -227,10 +227,13 @@ class Pretrainer:
     def _gram_words(self) -> str:
         cfg = self.cfg
         local = self.schedules.dino_local_weight
-        words = f"; DINO local weight {local.before:g} -> {local.after:g}" if local is not None else ""
+        words = ""
+        if local is not None:
+            change = f"{local.before:g} -> {local.after:g}" if local.before != local.after else f"{local.after:g}"
+            words = f"; DINO local weight {change}"
         if not cfg.gram.enabled:
             return words
-        sizes = "/".join(str(v.augment.config.gram_crops_size) for v in self.data.dataset.variants)
+        sizes = "/".join(str(s) for s in sorted({v.augment.config.gram_crops_size for v in self.data.dataset.variants}))
         ramp = (f" from iteration {cfg.gram.ramp_start}, ramped over {cfg.gram.ramp_iterations}"
                 if cfg.gram.ramp_start or cfg.gram.ramp_iterations else " constant")
         return f"{words}; Gram anchoring weight {cfg.gram.weight:g}{ramp}, Gram crops {sizes} px"
