@@ -144,6 +144,37 @@ def test_the_dinov3_hires_preset_anchors_on_the_source_teacher(digits, reference
     assert not cfg.gram.enabled and cfg.dino.local_weight == 1.0  # not carried from the source (0.5)
 
 
+def test_hires_adapt_anchors_on_the_from_teacher_which_is_never_refreshed(digits, reference, tmp_path):
+    out = tmp_path / "hires"
+    proc = run("hires_adapt", [f"from_run={reference['out']}", f"data.images={digits}", f"out={out}",
+                               "crops.global_crops_size=40", "train.iterations=2", "checkpoint.every=2",
+                               "train.batch_size_per_gpu=4", "data.workers=0", "train.log_every=1",
+                               "gram.enabled=true", "gram.crop_factor=1.5", "gram.weight=1.5"])
+    assert "gram: Gram teacher <- the run's starting teacher; never refreshed" in " ".join(proc.stderr.split())
+    records = metrics(out)
+    assert [r["gram_refreshes"] for r in records] == [0, 0] and all(r["gram"] > 0 for r in records)
+    source = model_state(checkpoint(reference["out"], 7), ("model.teacher.backbone.",))
+    gram = model_state(checkpoint(out, 2), ("model.gram_teacher.backbone.",))
+    assert gram and all(torch.equal(v, source[k.replace("gram_teacher.", "teacher.")]) for k, v in gram.items())
+
+
+def test_gram_teacher_from_another_run(digits, reference, tmp_path):
+    from lvdtool.train.networks import pretrain_networks
+    from lvdtool.train.source_run import open_source
+
+    cfg, _ = compose_config("pretrain", [*ARGS, f"data.images={digits}", f"out={tmp_path / 'new'}",
+                                         f"gram.teacher={reference['out']}"], PretrainConfig)
+    built = pretrain_networks(cfg, resuming=False, previous_inputs=[])
+    assert [ref.role for ref in built.inputs] == ["gram_teacher"]
+    assert f"Gram teacher <- the teacher of pretrain run {reference['out']} at iteration 7" in built.lines[-1]
+    expected = {k.removeprefix("backbone."): v for k, v in open_source(reference["out"]).teacher_state().items()
+                if k.startswith("backbone.")}
+    own = built.meta.gram_teacher.backbone.state_dict()
+    assert set(own) == set(expected) and all(torch.equal(own[k], expected[k]) for k in expected)
+    # the student and EMA teacher are this run's random init, not the Gram teacher's weights
+    assert not torch.equal(built.meta.teacher.backbone.state_dict()["cls_token"], expected["cls_token"])
+
+
 @pytest.mark.parametrize("override, key", [
     ("gram.weight=-1", "gram.weight"),
     ("gram.crop_factor=0.5", "gram.crop_factor"),
