@@ -141,7 +141,7 @@ def _training_keys(images: Optional[Path], selection: Optional[Path], out: Path,
 @app.command("pretrain", context_settings=OVERRIDES, epilog=EPILOG.format(stage="pretrain"))
 def pretrain(
     ctx: typer.Context,
-    arch: Optional[str] = typer.Option(None, "--arch", help="Recipe preset: vit_s14 | vit_b14 | vit_l14 | vit_g14 (+ _reg4) as the paper trains them; small_data (lvd's, for one machine and a small dataset); vit_tiny, vit_test."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Recipe preset: vit_s14 | vit_b14 | vit_l14 | vit_g14 (+ _reg4) as the paper trains them; small_data (lvd's, for one machine and a small dataset); dinov3_vitl16 (the DINOv3 7B recipe on vit_l16_v3), dinov3_test; vit_tiny, vit_test."),
     images: Optional[Path] = typer.Option(None, "--images", "--data", help="Images artifact to train on."),
     selection: Optional[Path] = _shared_option("--selection"),
     out: Path = typer.Option(..., "--out", help="Run directory; rerunning the same command resumes it."),
