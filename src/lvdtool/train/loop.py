@@ -35,7 +35,7 @@ from lvdtool.train.metrics import METRICS_NAME, MetricsLog, Throughput
 from lvdtool.train.networks import distill_networks, pretrain_networks
 from lvdtool.train.optim import build_optimizer
 from lvdtool.train.parallelize import ParallelPlan, parallelize, resolve_precision
-from lvdtool.train.plan import TrainPlan, build_run_schedules, make_plan
+from lvdtool.train.plan import TrainPlan, build_run_schedules, check_koleo_group, make_plan
 from lvdtool.train.run_dir import prepare_run_dir, write_run_manifest
 from lvdtool.train.step import batch_to_device, train_step
 
@@ -141,6 +141,7 @@ class Pretrainer:
         self.inputs = list(self.data.inputs) + built.inputs
         n_images = len(self.data.table)
         self.plan = TrainPlan.from_dict(resume_state["plan"]) if resume_state else make_plan(cfg, n_images, env.world_size)
+        check_koleo_group(cfg, env.world_size)
         self.param_dtype = resolve_precision(cfg.parallel.precision, env.device)
         plan = ParallelPlan(env.device, env.world_size, self.param_dtype,
                             cfg.parallel.activation_checkpointing, cfg.parallel.compile)

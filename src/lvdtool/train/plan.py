@@ -53,16 +53,22 @@ def make_plan(cfg: PretrainConfig, n_images: int, world_size: int) -> TrainPlan:
             f"train.batch_size_per_gpu={cfg.train.batch_size_per_gpu} x {world_size} ranks = {global_batch} "
             f"exceeds the {n_images} training images"
         )
-    group = cfg.dino.koleo_group_size
-    if group is not None and global_batch % group:
-        raise ConfigError(f"dino.koleo_group_size={group} does not divide the global batch {global_batch} "
-                          f"(train.batch_size_per_gpu={cfg.train.batch_size_per_gpu} x {world_size} ranks)")
+    check_koleo_group(cfg, world_size)
     epoch_length = cfg.train.epoch_length or n_images // global_batch
     total = cfg.train.iterations or int(round(cfg.train.epochs * epoch_length))
     if total < 1:
         raise ConfigError(f"train.epochs={cfg.train.epochs} gives no iteration (epoch length {epoch_length})")
     peak = scaled_lr(cfg.optim.base_lr, global_batch, cfg.optim.reference_batch)
     return TrainPlan(total, epoch_length, global_batch, n_images, peak)
+
+
+def check_koleo_group(cfg: PretrainConfig, world_size: int) -> None:
+    """The distributed KoLeo's groups must tile this world size's global batch (checked again on a
+    resume, which may run at another world size)."""
+    group, global_batch = cfg.dino.koleo_group_size, cfg.train.batch_size_per_gpu * world_size
+    if group is not None and global_batch % group:
+        raise ConfigError(f"dino.koleo_group_size={group} does not divide the global batch {global_batch} "
+                          f"(train.batch_size_per_gpu={cfg.train.batch_size_per_gpu} x {world_size} ranks)")
 
 
 def floored(iterations: int, floor: int, total: int) -> int:
