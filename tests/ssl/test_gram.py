@@ -138,3 +138,30 @@ def test_gram_crops_leave_the_other_crops_and_their_random_stream_unchanged():
     # and batch() agrees with the per-image call, Gram crops included (normalised)
     single = on(images[1], torch.Generator().manual_seed(101))
     assert torch.allclose(b["gram_crops"][3], single["gram_crops"][1], atol=1e-6)
+
+
+def test_the_meta_arch_adds_the_weighted_gram_loss_of_the_masked_student_patches():
+    torch.manual_seed(0)
+    meta = SSLMetaArch(build_backbone("vit_test", patch_size=8, drop_path_rate=0.0),
+                       MetaArchConfig(dino_head=HeadConfig(32, 16, 8), centering="sinkhorn_knopp"), gram=True)
+    with torch.no_grad():  # a Gram teacher other than the student (Sinkhorn-Knopp: no centre changes between calls)
+        for p in meta.gram_teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    b = 2
+    masks = torch.zeros(2 * b, 16, dtype=torch.bool)
+    masks[0, :4] = True
+    batch = {"global_crops": torch.randn(2 * b, 3, 32, 32), "local_crops": torch.randn(2 * b, 3, 16, 16),
+             "gram_crops": torch.randn(2 * b, 3, 48, 48), "masks": masks,
+             "mask_indices": masks.flatten().nonzero().flatten(), "masks_weight": torch.full((4,), 0.25),
+             "n_masked_patches": 4}
+    meta.train()
+    off = meta(batch, teacher_temp=0.07, gram_weight=0.0)
+    on = meta(batch, teacher_temp=0.07, gram_weight=2.0)
+    assert off["gram"].item() == 0.0 and on["gram"].item() > 0
+    assert torch.allclose(on["loss"] - off["loss"], 2.0 * on["gram"], atol=1e-5)
+    # by hand: the masked student forward's patch tokens against the Gram teacher's 6x6 grid resized to 4x4
+    student = meta.student.backbone([batch["global_crops"]], [masks])[0]["x_norm_patchtokens"]
+    teacher = meta.gram_teacher.backbone(batch["gram_crops"])["x_norm_patchtokens"]
+    assert on["gram"].item() == pytest.approx(gram_loss(student, teacher, (4, 4), (6, 6)).item(), rel=1e-5)
+    with pytest.raises(Exception, match="gram_crops"):
+        meta({k: v for k, v in batch.items() if k != "gram_crops"}, teacher_temp=0.07, gram_weight=1.0)
