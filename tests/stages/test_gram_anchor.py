@@ -138,10 +138,14 @@ def test_the_dinov3_hires_preset_anchors_on_the_source_teacher(digits, reference
     assert (gram.crop_factor, gram.refresh_every, gram.teacher) == (1.5, 0, None)
     assert [(r.global_size, r.gram_size) for r in cfg.crops.resolutions][:2] == [(512, 768), (768, 1152)]
     assert cfg.dino.local_weight == 0.5 and cfg.dino.koleo_group_size is None
+    # the keys the preset sets are the phase's: the official no-flip, not the source run's 0.5
+    assert read_manifest(reference["out"]).config["crops"]["flip_prob"] == 0.5 and cfg.crops.flip_prob == 0.0
+    assert cfg.crops.local_crops_size == 16  # what the preset leaves alone is still carried
     assert resolved["dino"]["local_weight"] == 0.5
     cfg, _ = hires_adapt.compose([f"from_run={reference['out']}", f"data.images={digits}", f"out={tmp_path / 'hr'}",
                                   "hires_recipe=dinov2", "crops.global_crops_size=64"])
     assert not cfg.gram.enabled and cfg.dino.local_weight == 1.0  # not carried from the source (0.5)
+    assert cfg.crops.flip_prob == 0.5
 
 
 def test_hires_adapt_anchors_on_the_from_teacher_which_is_never_refreshed(digits, reference, tmp_path):

@@ -11,7 +11,10 @@ torchrun rules as `lvd pretrain` (`python -m lvdtool.stages.hires_adapt key=valu
 from __future__ import annotations
 
 import sys
+from importlib.resources import files
 from typing import Any
+
+import yaml
 
 from lvdtool.config import compose_config
 from lvdtool.errors import ConfigError
@@ -33,12 +36,31 @@ NOT_CARRIED = ("crops.global_crops_size", "crops.resolutions", "dino.local_weigh
                "dino.koleo_group_size")
 
 
+DEFAULT_RECIPE = "dinov2"  # as configs/hires_adapt.yaml
+
+
+def recipe_keys(name: str) -> tuple[str, ...]:
+    """The dotted keys a hires_recipe preset sets: the phase's values, never replaced by the source
+    run's (e.g. the DINOv3 phase's flip_prob 0); command-line overrides still win over both."""
+    path = files("lvdtool.configs") / "hires_recipe" / f"{name}.yaml"
+    if not path.is_file():
+        return ()  # an unknown name: Hydra reports it with the list of presets
+
+    def walk(prefix: str, node: Any) -> list[str]:
+        if not isinstance(node, dict):
+            return [prefix]
+        return [key for k, v in node.items() for key in walk(f"{prefix}.{k}" if prefix else str(k), v)]
+
+    return tuple(walk("", yaml.safe_load(path.read_text()) or {}))
+
+
 def compose(overrides: list[str]) -> tuple[PretrainConfig, dict[str, Any]]:
     source_path = last_value(overrides, "from_run")
     if not source_path:
         raise ConfigError("hires-adapt needs the run to start from: --from RUN (from_run=...)")
     source = open_source(source_path, role="from")
-    base = carried(source.config, CARRIED, skip=NOT_CARRIED) if source.config else []
+    skip = NOT_CARRIED + recipe_keys(last_value(overrides, "hires_recipe") or DEFAULT_RECIPE)
+    base = carried(source.config, CARRIED, skip=skip) if source.config else []
     final_temp = ((source.config or {}).get("teacher") or {}).get("temp")
     if final_temp is not None:
         base += [f"teacher.temp={final_temp!r}", f"teacher.warmup_temp={final_temp!r}"]
