@@ -94,7 +94,7 @@ def test_probe_takes_a_dinov3_file_unchanged(tmp_path, digits):
     save_backbone(build_backbone("vit_s16_v3", embed_dim=192, depth=4, num_heads=3, layerscale_init=1.0), weights)
     out = tmp_path / "report"
     lvd("probe", "--weights", str(weights), "--train", str(arts["train"]), "--val", str(arts["val"]), "--out", str(out),
-        "resolution=64", "linear.epochs=3", "linear.lrs=[0.1]", "workers=0", "pca_images=2")
+        "resolution=64", "linear.epochs=5", "linear.lrs=[0.01,0.1]", "workers=0", "pca_images=2")
     report = json.loads((out / "report.json").read_text())
     assert report["knn"]["10"]["top1"] > 25 and report["linear"]["best"]["top1"] > 25
     assert read_manifest(out).complete

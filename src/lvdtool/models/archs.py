@@ -171,3 +171,11 @@ def vit_test_v3() -> BackboneConfig:
     """A DINOv3-family unit-test model: width 32, 2 blocks of 2 heads (16-dim heads, 4 RoPE
     periods), patch 8 at 32 px, 4 storage tokens; about 32k parameters."""
     return _dinov3(32, 2, 2, 4.0).replace(patch_size=8, img_size=32)
+
+
+@register_arch("vit_mini8_v3", kind="test")
+def vit_mini8_v3() -> BackboneConfig:
+    """`vit_mini8` in the DINOv3 family: width 64, 4 blocks of 4 heads (16-dim heads, 4 RoPE
+    periods), patch 8 at 32 px, 4 storage tokens, LayerScale 1.0; about 0.2M parameters. The
+    small-data recipe's backbone with RoPE (measured in docs/dinov3.md)."""
+    return _dinov3(64, 4, 4, 4.0).replace(patch_size=8, img_size=32, layerscale_init=1.0)
