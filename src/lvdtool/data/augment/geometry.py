@@ -12,6 +12,7 @@ from lvdtool.errors import InputError
 
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 _MAX_TRIES = 10
+N_BOX_DRAWS = 4 * _MAX_TRIES  # uniform float64 draws per box, whichever try fits
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,22 @@ def sample_crop_box(
     that fits is placed uniformly. If none fits, fall back to the largest centred box whose
     aspect is clamped into `ratio`. Always consumes the same number of random draws.
     """
+    if int(image_hw[0]) < 1 or int(image_hw[1]) < 1:
+        raise InputError(f"sample_crop_box: image size must be positive, got {image_hw}")
+    draws = torch.rand(N_BOX_DRAWS, generator=generator, dtype=torch.float64).tolist()
+    return crop_box_from_draws(image_hw, scale, draws, ratio)
+
+
+def crop_box_from_draws(
+    image_hw: tuple[int, int],
+    scale: tuple[float, float],
+    draws: list[float],
+    ratio: tuple[float, float] = CROP_RATIO,
+) -> CropBox:
+    """`sample_crop_box` from its `N_BOX_DRAWS` uniform draws."""
     height, width = int(image_hw[0]), int(image_hw[1])
     if height < 1 or width < 1:
         raise InputError(f"sample_crop_box: image size must be positive, got {image_hw}")
-    draws = torch.rand(4 * _MAX_TRIES, generator=generator, dtype=torch.float64).tolist()
     area = height * width
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     for t in range(_MAX_TRIES):

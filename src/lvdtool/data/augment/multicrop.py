@@ -2,7 +2,11 @@
 
 Parameters are sampled first (a pure function of the image size, the config and a
 torch.Generator, returning dataclasses), then applied; the colour part of the crops of one
-size runs as one batch.
+size runs as one batch, in place in the crops' output tensor (photometric.apply_photometric_).
+
+Each crop's uniform draws (its box's 40, its flip, its 9 photometric ones) come from one
+`torch.rand(50)` call, which yields the same numbers and leaves the generator in the same state
+as the three calls it replaces (tests/data_augment/test_augment_equivalence.py checks it).
 """
 
 from __future__ import annotations
@@ -12,14 +16,22 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lvdtool.data.augment.color import IMAGENET_MEAN, IMAGENET_STD, normalize
-from lvdtool.data.augment.geometry import CROP_RATIO, CropBox, crop_resize, hflip, sample_crop_box
+from lvdtool.data.augment.color import IMAGENET_MEAN, IMAGENET_STD, normalize_
+from lvdtool.data.augment.geometry import (
+    CROP_RATIO,
+    N_BOX_DRAWS,
+    CropBox,
+    crop_box_from_draws,
+    crop_resize,
+    hflip,
+    to_float_image,
+)
 from lvdtool.data.augment.photometric import (
+    N_DRAWS,
     ColorJitterConfig,
-    PhotometricBatch,
     PhotometricParams,
-    apply_photometric_batch,
-    sample_photometric_params,
+    apply_photometric_,
+    photometric_params_from_draws,
 )
 from lvdtool.errors import ConfigError, InputError
 
@@ -124,10 +136,13 @@ def _sample_crop(
     config: MultiCropConfig,
     generator: torch.Generator,
 ) -> CropParams:
-    box = sample_crop_box(image_hw, scale, generator, config.crop_ratio)
-    flip = bool(torch.rand((), generator=generator, dtype=torch.float64) < config.flip_prob)
-    photometric = sample_photometric_params(
-        generator, config.jitter, config.grayscale_prob, blur_prob, config.blur_sigma, solarize_prob
+    # = sample_crop_box, one rand(()) for the flip, sample_photometric_params: the same draws
+    u = torch.rand(N_BOX_DRAWS + 1 + N_DRAWS, generator=generator, dtype=torch.float64).tolist()
+    order = torch.randperm(4, generator=generator).tolist()
+    box = crop_box_from_draws(image_hw, scale, u[:N_BOX_DRAWS], config.crop_ratio)
+    flip = u[N_BOX_DRAWS] < config.flip_prob
+    photometric = photometric_params_from_draws(
+        u[N_BOX_DRAWS + 1 :], order, config.jitter, config.grayscale_prob, blur_prob, config.blur_sigma, solarize_prob
     )
     return CropParams(box, flip, photometric)
 
@@ -168,25 +183,33 @@ class MultiCropAugment:
     def geometric(self, image: torch.Tensor, crops: Sequence[CropParams], size: int) -> torch.Tensor:
         """Crop, resize and flip: [n, 3, size, size] float in [0, 1]."""
         image = _as_rgb(image)
-        out = [crop_resize(image, c.box, size) for c in crops]
-        out = [hflip(x) if c.flip else x for x, c in zip(out, crops)]
-        return torch.stack(out) if out else torch.empty(0, 3, size, size)
+        return self._render([image] * len(crops), crops, size)
+
+    def _render(self, images: Sequence[torch.Tensor], crops: Sequence[CropParams], size: int,
+                photometric: bool = False, normalized: bool = False) -> torch.Tensor:
+        """Crop i of images[i]: geometry into one [n, 3, size, size] tensor, then (optionally)
+        the photometric part and the normalisation in place on it."""
+        out = torch.empty(len(crops), 3, size, size)
+        as_float: dict[int, torch.Tensor] = {}  # each image converted once, not once per crop (same values)
+        for i, (image, crop) in enumerate(zip(images, crops)):
+            source = as_float.get(id(image))
+            if source is None:
+                source = as_float[id(image)] = to_float_image(image)
+            x = crop_resize(source, crop.box, size)
+            out[i] = hflip(x) if crop.flip else x
+        if photometric and crops:
+            apply_photometric_(out, [c.photometric for c in crops], self.config.blur_kernel_size,
+                               self.config.solarize_threshold)
+        if normalized:
+            normalize_(out, self.config.mean, self.config.std)
+        return out
 
     def _crops(
         self, image: torch.Tensor, crops: Sequence[CropParams], size: int, normalized: bool
     ) -> list[torch.Tensor]:
         if not crops:
             return []
-        x = self.geometric(image, crops, size)
-        x = apply_photometric_batch(
-            x,
-            PhotometricBatch.stack([c.photometric for c in crops]),
-            self.config.blur_kernel_size,
-            self.config.solarize_threshold,
-        )
-        if normalized:
-            x = normalize(x, self.config.mean, self.config.std)
-        return list(x.unbind(0))
+        return list(self._render([image] * len(crops), crops, size, photometric=True, normalized=normalized).unbind(0))
 
     def apply(
         self, image: torch.Tensor, params: MultiCropParams, normalized: bool = True
@@ -206,10 +229,8 @@ class MultiCropAugment:
         size = self.config.gram_crops_size
         if not size:
             raise InputError("MultiCropAugment.gram_crops: gram_crops_size is not set")
-        x = self.geometric(image, global_crops, size)
-        if normalized:
-            x = normalize(x, self.config.mean, self.config.std)
-        return list(x.unbind(0))
+        return list(self._render([_as_rgb(image)] * len(global_crops), global_crops, size,
+                                 normalized=normalized).unbind(0))
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> dict[str, list[torch.Tensor]]:
         image = _as_rgb(image)
@@ -243,14 +264,5 @@ class MultiCropAugment:
         if n_views == 0:
             return torch.empty(0)
         order = [(i, v) for v in range(n_views) for i in range(len(images))]  # view-major
-        flat = [crops[i][v] for i, v in order]
-        x = torch.stack([
-            hflip(crop_resize(images[i], c.box, size)) if c.flip else crop_resize(images[i], c.box, size)
-            for (i, _), c in zip(order, flat)
-        ])
-        if photometric:
-            x = apply_photometric_batch(
-                x, PhotometricBatch.stack([c.photometric for c in flat]),
-                self.config.blur_kernel_size, self.config.solarize_threshold,
-            )
-        return normalize(x, self.config.mean, self.config.std)
+        return self._render([images[i] for i, _ in order], [crops[i][v] for i, v in order], size,
+                            photometric=photometric, normalized=True)
