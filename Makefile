@@ -6,6 +6,9 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The suite is CPU-bound (about 1,700 CPU-seconds); two xdist workers keep both cores of a CI
+# machine busy. Whole files go to one worker (module fixtures are built once). PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: venv demo test bench clean
 
@@ -24,7 +27,7 @@ demo: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH bash stages/demo.sh
 
 test: venv
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/ingest.py
