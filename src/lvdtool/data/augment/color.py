@@ -213,7 +213,8 @@ def gaussian_blur_batch(x: torch.Tensor, sigmas: torch.Tensor, kernel_size: int 
     _check_batch(x, "gaussian_blur_batch")
     pad = kernel_size // 2
     if pad >= x.shape[2] or pad >= x.shape[3]:
-        raise InputError(f"gaussian_blur_batch: image {x.shape[2]}x{x.shape[3]} too small for kernel_size={kernel_size}")
+        raise InputError(f"gaussian_blur_batch: image {x.shape[2]}x{x.shape[3]} too small "
+                         f"for kernel_size={kernel_size}")
     return gaussian_blur_(x, gaussian_kernels(sigmas.to(x.device), kernel_size))
 
 

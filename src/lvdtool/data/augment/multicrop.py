@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from lvdtool.data.augment.color import IMAGENET_MEAN, IMAGENET_STD, normalize_
 from lvdtool.data.augment.geometry import (
@@ -22,7 +23,6 @@ from lvdtool.data.augment.geometry import (
     N_BOX_DRAWS,
     CropBox,
     crop_box_from_draws,
-    crop_resize,
     hflip,
     to_float_image,
 )
@@ -31,6 +31,7 @@ from lvdtool.data.augment.photometric import (
     ColorJitterConfig,
     PhotometricParams,
     apply_photometric_,
+    on_subset,
     photometric_params_from_draws,
 )
 from lvdtool.errors import ConfigError, InputError
@@ -163,6 +164,18 @@ def sample_multicrop_params(
     return MultiCropParams(global_crops, local_crops)
 
 
+def _resized(image: torch.Tensor, box: CropBox, size: int) -> torch.Tensor:
+    """`crop_resize` of a float [3, H, W] image without its clamp (the caller clamps the batch):
+    the same interpolation call, so the same values."""
+    _, height, width = image.shape
+    if box.top < 0 or box.left < 0 or box.top + box.height > height or box.left + box.width > width:
+        raise InputError(f"crop_resize: box {box} outside image of size {(height, width)}")
+    patch = image[:, box.top : box.top + box.height, box.left : box.left + box.width]
+    if box.height == size and box.width == size:
+        return patch
+    return F.interpolate(patch.unsqueeze(0), size=(size, size), mode="bicubic", antialias=True, align_corners=False)[0]
+
+
 def _as_rgb(image: torch.Tensor) -> torch.Tensor:
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise InputError(f"MultiCropAugment: image must be [3, H, W] (or [1, H, W]), got {tuple(image.shape)}")
@@ -195,8 +208,9 @@ class MultiCropAugment:
             source = as_float.get(id(image))
             if source is None:
                 source = as_float[id(image)] = to_float_image(image)
-            x = crop_resize(source, crop.box, size)
-            out[i] = hflip(x) if crop.flip else x
+            out[i] = _resized(source, crop.box, size)
+        out.clamp_(0.0, 1.0)  # crop_resize's clamp, once for the batch
+        on_subset(out, [i for i, c in enumerate(crops) if c.flip], lambda sub, _: hflip(sub))
         if photometric and crops:
             apply_photometric_(out, [c.photometric for c in crops], self.config.blur_kernel_size,
                                self.config.solarize_threshold)

@@ -193,7 +193,9 @@ def _runs(idx: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _on_subset(x: torch.Tensor, idx: list[int], fn: Callable[[torch.Tensor, slice | torch.Tensor], torch.Tensor]) -> None:
+def on_subset(
+    x: torch.Tensor, idx: list[int], fn: Callable[[torch.Tensor, slice | torch.Tensor], torch.Tensor]
+) -> None:
     """x[idx] <- fn(x[idx], where) for the crops `idx` (sorted); `where` indexes per-crop tensors."""
     if not idx:
         return
@@ -213,7 +215,7 @@ def _jitter_(x: torch.Tensor, plan: _Plan) -> None:
     for position in range(4):
         for op_id, op in enumerate(JITTER_OPS):
             idx = [i for i, (on, order) in enumerate(zip(plan.jitter, plan.order)) if on and order[position] == op_id]
-            _on_subset(x, idx, lambda sub, where, op=op, op_id=op_id: op(sub, plan.factors[where, op_id]))
+            on_subset(x, idx, lambda sub, where, op=op, op_id=op_id: op(sub, plan.factors[where, op_id]))
 
 
 def apply_photometric_(
@@ -227,10 +229,10 @@ def apply_photometric_(
         raise InputError(f"apply_photometric_: {len(params)} parameter sets for {x.shape[0]} crops")
     plan = _Plan.of(params, x.device)
     _jitter_(x, plan)
-    _on_subset(x, [i for i, on in enumerate(plan.grayscale) if on], lambda sub, _: grayscale_(sub))
-    _on_subset(x, [i for i, on in enumerate(plan.blur) if on], lambda sub, where: gaussian_blur_(
+    on_subset(x, [i for i, on in enumerate(plan.grayscale) if on], lambda sub, _: grayscale_(sub))
+    on_subset(x, [i for i, on in enumerate(plan.blur) if on], lambda sub, where: gaussian_blur_(
         sub, gaussian_kernels(plan.blur_sigma[where], blur_kernel_size)))
-    _on_subset(x, [i for i, on in enumerate(plan.solarize) if on], lambda sub, _: solarize_(sub, solarize_threshold))
+    on_subset(x, [i for i, on in enumerate(plan.solarize) if on], lambda sub, _: solarize_(sub, solarize_threshold))
     return x
 
 
