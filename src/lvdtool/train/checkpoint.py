@@ -66,6 +66,19 @@ def _link_or_copy(source: Path, target: Path) -> None:
     os.replace(temp, target)
 
 
+def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(iteration, path) of every complete checkpoint of a run directory, oldest first."""
+    directory = Path(run_dir) / CHECKPOINTS_DIR
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        match = _COMPLETE.match(path.name)
+        if match and (path / STATE_NAME).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
 class CheckpointStore:
     def __init__(self, run_dir: Path, env: DistEnv, keep: int) -> None:
         self.run_dir = Path(run_dir)
@@ -75,14 +88,7 @@ class CheckpointStore:
 
     def complete(self) -> list[tuple[int, Path]]:
         """(iteration, path) of every complete checkpoint, oldest first."""
-        if not self.dir.is_dir():
-            return []
-        found = []
-        for path in self.dir.iterdir():
-            match = _COMPLETE.match(path.name)
-            if match and (path / STATE_NAME).is_file():
-                found.append((int(match.group(1)), path))
-        return sorted(found)
+        return complete_checkpoints(self.run_dir)
 
     def latest(self) -> Path | None:
         done = self.complete()

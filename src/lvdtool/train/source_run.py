@@ -23,9 +23,8 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from lvdtool.artifacts.manifest import InputRef, read_manifest
 from lvdtool.errors import ArtifactError, CheckpointError, ConfigError
 from lvdtool.models import backbone_fingerprint, extract_backbone_state, read_weights
+from lvdtool.train.checkpoint import CHECKPOINTS_DIR, complete_checkpoints
 
-CHECKPOINTS_DIR = "checkpoints"  # as train.checkpoint (not imported: that module needs the meta-arch)
-STATE_NAME = "state.json"
 HEADLESS_CAVEAT = (
     "a backbone file has no DINO/iBOT heads: they start from random init (fresh heads on a trained backbone "
     "can collapse early; start from a run directory to carry them over)"
@@ -85,16 +84,10 @@ class SourceRun:
 
 
 def _newest_checkpoint(run: Path) -> tuple[int, Path]:
-    directory = run / CHECKPOINTS_DIR
-    found = []
-    if directory.is_dir():
-        for path in directory.iterdir():
-            name = path.name
-            if name.startswith("ckpt-") and name[5:].isdigit() and (path / STATE_NAME).is_file():
-                found.append((int(name[5:]), path))
+    found = complete_checkpoints(run)
     if not found:
         raise ArtifactError(f"{run}: has no complete checkpoint to start from")
-    return max(found)
+    return found[-1]
 
 
 def open_source(path: str | Path, role: str = "from") -> SourceRun:
