@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lvdtool.errors import CheckpointError
 from lvdtool.models import build_backbone, get_arch_config, infer_backbone_config, load_backbone, match_arch, save_backbone
 
 sys.path.insert(0, str(Path(__file__).parent / "dinov3_official"))
@@ -100,3 +101,15 @@ def test_saved_files_have_the_official_layout_and_round_trip(tmp_path: Path) -> 
     x = make_images((48, 80))
     with torch.no_grad():
         assert torch.equal(again(x)["x_norm_patchtokens"], model(x)["x_norm_patchtokens"])
+
+
+def test_periods_stored_in_bf16_still_read_as_base_100(tmp_path: Path) -> None:
+    state, _ = official_weights("vit_s16plus_v3")
+    rounded = {**state, "rope_embed.periods": state["rope_embed.periods"].to(torch.bfloat16)}
+    model = load_backbone(rounded)
+    assert model.config.arch == "vit_s16plus_v3" and model.config.rope_base == 100.0
+    # the file's own (rounded) periods are used, as the official model would load them
+    assert torch.equal(model.rope_embed.periods, rounded["rope_embed.periods"].float())
+    geometric = {**state, "rope_embed.periods": torch.linspace(1.0, 50.0, 16)}
+    with pytest.raises(CheckpointError, match="rope_embed.periods"):
+        load_backbone(geometric)
