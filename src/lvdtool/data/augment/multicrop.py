@@ -37,6 +37,10 @@ from lvdtool.data.augment.photometric import (
 from lvdtool.errors import ConfigError, InputError
 
 N_GLOBAL_CROPS = 2
+# Crops are rendered and distorted this many floats (1 MiB) at a time: one 224-px crop, nine of
+# 98 px, all of a small-data batch. A whole batch of large crops at once falls out of the cache
+# between the ~40 passes of the photometric part (measured 25% slower at 16 x 10 paper crops).
+_CHUNK_FLOATS = 1 << 18
 
 
 def _pair(value: Sequence[float], key: str) -> tuple[float, float]:
@@ -199,23 +203,28 @@ class MultiCropAugment:
         return self._render([image] * len(crops), crops, size)
 
     def _render(self, images: Sequence[torch.Tensor], crops: Sequence[CropParams], size: int,
-                photometric: bool = False, normalized: bool = False) -> torch.Tensor:
+                photometric: bool = False, normalized: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
         """Crop i of images[i]: geometry into one [n, 3, size, size] tensor, then (optionally)
-        the photometric part and the normalisation in place on it."""
-        out = torch.empty(len(crops), 3, size, size)
+        the photometric part and the normalisation in place on it, a cache-sized chunk of crops
+        at a time (every operation is per crop, so chunking changes no value). `out`: a
+        [n, 3, size, size] view to write into instead of a new tensor."""
+        out = torch.empty(len(crops), 3, size, size) if out is None else out
         as_float: dict[int, torch.Tensor] = {}  # each image converted once, not once per crop (same values)
-        for i, (image, crop) in enumerate(zip(images, crops)):
-            source = as_float.get(id(image))
-            if source is None:
-                source = as_float[id(image)] = to_float_image(image)
-            out[i] = _resized(source, crop.box, size)
-        out.clamp_(0.0, 1.0)  # crop_resize's clamp, once for the batch
-        on_subset(out, [i for i, c in enumerate(crops) if c.flip], lambda sub, _: hflip(sub))
-        if photometric and crops:
-            apply_photometric_(out, [c.photometric for c in crops], self.config.blur_kernel_size,
-                               self.config.solarize_threshold)
-        if normalized:
-            normalize_(out, self.config.mean, self.config.std)
+        step = max(1, _CHUNK_FLOATS // (3 * size * size))
+        for start in range(0, len(crops), step):
+            chunk, x = crops[start : start + step], out[start : start + step]
+            for i, (image, crop) in enumerate(zip(images[start : start + step], chunk)):
+                source = as_float.get(id(image))
+                if source is None:
+                    source = as_float[id(image)] = to_float_image(image)
+                x[i] = _resized(source, crop.box, size)
+            x.clamp_(0.0, 1.0)  # crop_resize's clamp, once for the chunk
+            on_subset(x, [i for i, c in enumerate(chunk) if c.flip], lambda sub, _: hflip(sub))
+            if photometric:
+                apply_photometric_(x, [c.photometric for c in chunk], self.config.blur_kernel_size,
+                                   self.config.solarize_threshold)
+            if normalized:
+                normalize_(x, self.config.mean, self.config.std)
         return out
 
     def _crops(
@@ -277,6 +286,14 @@ class MultiCropAugment:
         n_views = len(crops[0])
         if n_views == 0:
             return torch.empty(0)
+        if 3 * size * size * n_views >= _CHUNK_FLOATS // 2:
+            # Large crops image by image, into the view-major slots: an image's crops read the
+            # same (cached) source, where view-major order reads a different image per crop
+            # (measured 25-40% slower at the paper sizes).
+            out = torch.empty(n_views, len(images), 3, size, size)
+            for i, image in enumerate(images):
+                self._render([image] * n_views, crops[i], size, photometric, normalized=True, out=out[:, i])
+            return out.view(n_views * len(images), 3, size, size)
         order = [(i, v) for v in range(n_views) for i in range(len(images))]  # view-major
         return self._render([images[i] for i, _ in order], [crops[i][v] for i, v in order], size,
                             photometric=photometric, normalized=True)
