@@ -104,10 +104,11 @@ def adjust_hue_(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     # channel n = v - v s clamp(min(k, 4 - k), 0, 1), k = (n' + 6 h) mod 6, n' = 5, 3, 1;
     # k is in [1, 11), where k mod 6 = k - 6 floor(k / 6) exactly.
     offsets = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    k = x.copy_(hue.unsqueeze(1)).add_(offsets)
+    k = torch.add(hue.unsqueeze(1), offsets, out=x)
     k = k.sub_(torch.floor(k / 6.0).mul_(6.0))
     k = torch.minimum(k, torch.rsub(k, 4.0), out=k).clamp_(0.0, 1.0)
-    return k.mul_(vs.unsqueeze(1)).neg_().add_(maxc.unsqueeze(1)).clamp_(0.0, 1.0)
+    k = k.mul_(vs.unsqueeze(1))
+    return torch.sub(maxc.unsqueeze(1), k, out=k).clamp_(0.0, 1.0)
 
 
 def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -186,12 +187,13 @@ def gaussian_kernels(sigmas: torch.Tensor, kernel_size: int = 9) -> torch.Tensor
     return torch.where((sigmas > 0).view(-1, 1), weights, delta)
 
 
-def gaussian_blur_(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+def gaussian_blur_(x: torch.Tensor, kernels: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Separable blur of [B, C, H, W] with one 1-D kernel per sample ([B, k]), reflect padding.
 
     Each pass accumulates the k shifted slices of the padded image in kernel order (w_0 x_0 +
     w_1 x_1 + ...), the order of the grouped convolution it replaces; 18 fused multiply-adds
-    over the batch instead of two convolutions with B * C groups. Returns a new tensor."""
+    over the batch instead of two convolutions with B * C groups. Writes into `out` (x itself
+    is fine: the passes read a padded copy), else into a new tensor."""
     b, c, h, w = x.shape
     size = kernels.shape[1]
     pad = size // 2
@@ -202,7 +204,7 @@ def gaussian_blur_(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     rows = padded[..., 0:w] * weights[0]
     for j in range(1, size):
         rows.addcmul_(padded[..., j : j + w], weights[j])
-    out = rows[:, :, 0:h] * weights[0]
+    out = torch.mul(rows[:, :, 0:h], weights[0], out=out)
     for j in range(1, size):
         out.addcmul_(rows[:, :, j : j + h], weights[j])
     return out
@@ -224,8 +226,11 @@ def grayscale_(x: torch.Tensor) -> torch.Tensor:
 
 
 def solarize_(x: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """In place: invert the pixels >= threshold (the values of `solarize_batch`)."""
-    return x.copy_(_select(x >= threshold, torch.rsub(x, 1.0), x))
+    """In place: invert the pixels >= threshold (the values of `solarize_batch`, through the
+    exact select of `_select`: x (1 - m) + (1 - x) m)."""
+    m = (x >= threshold).to(x.dtype)
+    inverted = torch.rsub(x, 1.0).mul_(m)
+    return x.mul_(1.0 - m).add_(inverted)
 
 
 def normalize_(

@@ -239,6 +239,7 @@ class MultiCropAugment:
     ) -> dict[str, list[torch.Tensor]]:
         """Apply sampled parameters; `normalized=False` returns the crops in [0, 1]."""
         cfg = self.config
+        image = to_float_image(_as_rgb(image))  # once for all crop sizes
         out = {
             "global_crops": self._crops(image, params.global_crops, cfg.global_crops_size, normalized),
             "local_crops": self._crops(image, params.local_crops, cfg.local_crops_size, normalized),
@@ -271,6 +272,7 @@ class MultiCropAugment:
             raise InputError(f"MultiCropAugment.batch: {len(images)} images, {len(generators)} generators")
         images = [_as_rgb(im) for im in images]
         params = [self.sample_params((im.shape[1], im.shape[2]), g) for im, g in zip(images, generators)]
+        images = [to_float_image(im) for im in images]  # once for all crop sizes
         cfg = self.config
         out = {
             "global_crops": self._stacked(images, [p.global_crops for p in params], cfg.global_crops_size),

@@ -231,7 +231,7 @@ def apply_photometric_(
     _jitter_(x, plan)
     on_subset(x, [i for i, on in enumerate(plan.grayscale) if on], lambda sub, _: grayscale_(sub))
     on_subset(x, [i for i, on in enumerate(plan.blur) if on], lambda sub, where: gaussian_blur_(
-        sub, gaussian_kernels(plan.blur_sigma[where], blur_kernel_size)))
+        sub, gaussian_kernels(plan.blur_sigma[where], blur_kernel_size), out=sub))
     on_subset(x, [i for i, on in enumerate(plan.solarize) if on], lambda sub, _: solarize_(sub, solarize_threshold))
     return x
 
