@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 import typer
 
 from lvdtool import __version__
-from lvdtool.errors import LvdError
+from lvdtool.errors import LvdError, one_line
 
 app = typer.Typer(
     add_completion=False,
@@ -322,7 +322,7 @@ def main() -> None:
     except LvdError as exc:
         if _state["debug"]:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

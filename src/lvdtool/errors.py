@@ -31,3 +31,14 @@ class DependencyError(LvdError):
 
 class TrainingError(LvdError):
     """A training run that cannot go on (non-finite loss, ...)."""
+
+
+def one_line(exc: LvdError) -> str:
+    """The user's line for an error: one raised in a DataLoader worker reaches the main process as
+    the same type with the worker's whole traceback as its text, of which the last line is the error."""
+    text = str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = [ln for ln in text.strip().splitlines() if ln.strip()][-1]
+        prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+        return last[len(prefix):] if last.startswith(prefix) else last
+    return text

@@ -86,6 +86,35 @@ class ImageShardWriter:
         self._tar.close()
 
 
+def check_member_header(header: bytes, key: str, size: int, path: Path) -> None:
+    """Random access reads a member's data by its recorded offset, preceded by its 512-byte tar
+    header: the header must be intact (checksum) and name this key with this size, or the shard is
+    damaged (or the index no longer describes it)."""
+    if len(header) != tarfile.BLOCKSIZE:
+        raise ArtifactError(f"{path}: shard is damaged: the tar header of key {key} is cut short")
+    intact = named = sized = False
+    try:
+        stored = int(header[148:156].replace(b"\0", b" ").strip() or b"-1", 8)
+        intact = stored == sum(header[:148]) + 8 * 32 + sum(header[156:512])
+        name = header[:100].rstrip(b"\0")
+        expected = f"{key}.".encode()
+        named = bool(name) and (name.startswith(expected) or expected.startswith(name))  # long names are truncated
+        sized = header[124] & 0x80 or int(header[124:136].replace(b"\0", b" ").strip() or b"-1", 8) == size
+    except ValueError:  # not octal digits
+        pass
+    if not (intact and named and sized):
+        raise ArtifactError(f"{path}: shard is damaged: the tar header of key {key} does not match the index")
+
+
+def missing_keys(path: Path, shard: str, wanted: set[str], read: set[str]) -> None:
+    """Raise naming the shard and the first keys its index lists as ok that were not read from its tar."""
+    missing = sorted(wanted - read)
+    if missing:
+        first = ", ".join(missing[:3])
+        raise ArtifactError(f"{path}: shard {shard} is damaged: {len(missing)} of its {len(wanted)} ok keys "
+                            f"were not read from the tar (first: {first})")
+
+
 @dataclass
 class ImageSample:
     key: str
@@ -136,22 +165,29 @@ class ImagesArtifact:
         except (OSError, tarfile.TarError) as exc:
             raise ArtifactError(f"{path}: unreadable shard ({exc})") from None
         pending: dict[str, dict[str, Any]] = {}
+        done: set[str] = set()
         with tar:
             try:
                 for member in tar:
                     stem, _, ext = member.name.rpartition(".")
-                    if stem not in wanted or not member.isfile():
+                    if stem not in wanted or stem in done or not member.isfile():
                         continue
                     data = tar.extractfile(member).read()
                     entry = pending.setdefault(stem, {})
                     entry[ext] = data
                     img_ext = next((e for e in IMAGE_EXTS if e in entry), None)
                     if img_ext and "json" in entry:
-                        meta = json.loads(entry["json"])
+                        try:
+                            meta = json.loads(entry["json"])
+                        except ValueError:
+                            raise ArtifactError(f"{path}: key {stem} has an unreadable JSON member") from None
                         yield ImageSample(key=stem, ext=img_ext, data=entry[img_ext], meta=meta, shard=shard)
+                        done.add(stem)
                         del pending[stem]
-            except tarfile.TarError as exc:
+            except (OSError, tarfile.TarError) as exc:
                 raise ArtifactError(f"{path}: corrupt shard ({exc})") from None
+        # the stream reader ends quietly at a damaged header: every ok key of the index must have been read
+        missing_keys(path, shard, wanted, done)
 
     def iter_samples(self, shards: list[str] | None = None, keys: set[str] | None = None) -> Iterator[ImageSample]:
         for shard in shards if shards is not None else self.shards:

@@ -11,6 +11,7 @@ the number of workers, and not on whether the run was interrupted.
 
 from __future__ import annotations
 
+import tarfile
 from collections import OrderedDict
 from typing import Any, BinaryIO
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lvdtool.artifacts.images import check_member_header
 from lvdtool.data.augment import MultiCropAugment
 from lvdtool.data.augment.collate import attach_masks
 from lvdtool.data.decode import decode_rgb, to_uint8_chw
@@ -66,8 +68,10 @@ class ImageReader:
     def read(self, row: int) -> bytes:
         shard_id = int(self.table.shard_ids[row])
         handle = self._handle(shard_id)
-        handle.seek(int(self.table.offsets[row]))
-        size = int(self.table.sizes[row])
+        offset, size = int(self.table.offsets[row]), int(self.table.sizes[row])
+        handle.seek(max(offset - tarfile.BLOCKSIZE, 0))  # the member's header, checked against the index
+        header = handle.read(tarfile.BLOCKSIZE)
+        check_member_header(header, self.table.key(row), size, self.table.shard_paths[shard_id])
         data = handle.read(size)
         if len(data) != size:
             raise ArtifactError(f"{self.table.shard_paths[shard_id]}: key {self.table.key(row)} is truncated")
