@@ -17,11 +17,13 @@ reference here is the faster of the two.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import io
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,6 +80,7 @@ def digit_pngs(n: int) -> list[bytes]:
 def old_augment_module(commit: str):
     """lvdtool.data.augment as of `commit`, imported under another name from `git show`."""
     root = Path(tempfile.mkdtemp(prefix="lvd_old_augment_"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     package = root / "lvd_old_augment"
     package.mkdir()
     for name in ("__init__", "collate", "color", "geometry", "multicrop", "photometric"):
