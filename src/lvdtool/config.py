@@ -10,6 +10,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lvdtool.config_paths import absolute_paths, stage_of
 from lvdtool.errors import ConfigError
 
 T = TypeVar("T")
@@ -31,7 +32,8 @@ def _writable(node: DictConfig | ListConfig) -> None:
 def compose_config(config_name: str, overrides: list[str], schema: type[T]) -> tuple[T, dict[str, Any]]:
     """Compose `configs/<config_name>.yaml` with overrides; validate against `schema` (a dataclass).
 
-    Returns the typed config and the resolved plain dict stored in the output manifest.
+    Returns the typed config and the resolved plain dict stored in the output manifest (its path
+    keys absolute: see config_paths).
     """
     for o in overrides:
         _check_override(o)
@@ -56,6 +58,7 @@ def compose_config(config_name: str, overrides: list[str], schema: type[T]) -> t
         raise ConfigError(f"config {config_name}{where}: {first}") from None
     if not dataclasses.is_dataclass(typed):
         raise ConfigError(f"config {config_name}: did not produce a {schema.__name__}")
+    resolved = absolute_paths(stage_of(config_name), resolved)  # the run's identity, whatever the cwd
     return typed, resolved  # type: ignore[return-value]
 
 

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from lvdtool.artifacts import run_lock
 from lvdtool.artifacts.atomic import TMP_MARK, atomic_write_json, remove_stale_temps
 from lvdtool.artifacts.fingerprint import file_sha256
+from lvdtool.config_paths import comparable_paths
 from lvdtool.artifacts.manifest import MANIFEST_NAME, InputRef, Manifest, read_manifest
 from lvdtool.artifacts.ranks import RankInfo, rank_info
 from lvdtool.artifacts.stats import merge_stats
@@ -99,7 +100,7 @@ class ShardedOutput:
 
     # ----- start / resume -------------------------------------------------
     def _comparable(self, config: dict, inputs: list[dict]) -> dict:
-        cfg = {k: v for k, v in config.items() if k not in self._resume_ignores}
+        cfg = {k: v for k, v in comparable_paths(self.stage, config).items() if k not in self._resume_ignores}
         return {"config": cfg, "inputs": [(i["path"], i["fingerprint"]) for i in inputs]}
 
     def _begin(self, overwrite: bool) -> None:

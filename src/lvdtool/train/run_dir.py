@@ -12,6 +12,7 @@ from typing import Any
 
 from lvdtool.artifacts.fingerprint import file_sha256
 from lvdtool.artifacts.manifest import MANIFEST_NAME, InputRef, Manifest, read_manifest
+from lvdtool.config_paths import comparable_paths
 from lvdtool.errors import ArtifactError, ConfigError
 from lvdtool.train.config import RESUME_IGNORES
 
@@ -66,7 +67,7 @@ def prepare_run_dir(out: Path, resolved: dict[str, Any], overwrite: bool, stage:
         manifest = read_manifest(out)
         if manifest.kind != "checkpoint" or manifest.stage != stage:
             raise ArtifactError(f"{out}: holds a {manifest.kind} artifact of stage {manifest.stage}, not a {stage} run")
-        diffs = config_differences(manifest.config, resolved)
+        diffs = config_differences(comparable_paths(stage, manifest.config), comparable_paths(stage, resolved))
         if diffs:
             raise ConfigError(
                 f"{out}: this run was started with another config ({'; '.join(diffs[:3])}); "
