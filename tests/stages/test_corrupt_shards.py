@@ -89,3 +89,23 @@ def test_a_header_naming_another_key_is_refused(tmp_path, images):
     table.sizes[[0, 1]] = table.sizes[[1, 0]].copy()
     with pytest.raises(ArtifactError, match=f"key {table.key(0)} does not match the index"):
         ImageReader(table).read(0)
+
+
+def test_verify_full_refuses_one_flipped_data_byte_by_its_recorded_sha256(tmp_path, images):
+    # a flipped bit inside an image's data leaves every header intact: only the sha256 finds it
+    bad = tmp_path / "bad"
+    shutil.copytree(images, bad)
+    tar_path = bad / "shards" / f"{SHARD}.tar"
+    with tarfile.open(tar_path) as tar:
+        member = next(m for m in tar.getmembers() if not m.name.endswith(".json"))
+    with open(tar_path, "r+b") as f:
+        f.seek(member.offset_data + member.size // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, 1)
+        f.write(bytes([byte ^ 1]))
+    res = lvd("embed", "--images", str(bad), "--arch", "vit_test", "--out", str(tmp_path / "emb"), "random_init=true",
+              "resolution=56", "verify=full", check=False)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode != 0 and len(lines) == 1, res.stderr
+    assert f"{SHARD}.tar: sha256 differs" in lines[0]
+    ImagesArtifact(images).verify_tar(SHARD)  # the intact artifact passes

@@ -16,7 +16,9 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lvdtool.artifacts.fingerprint import file_sha256
 from lvdtool.artifacts.manifest import Manifest, open_input
+from lvdtool.artifacts.sharded_output import DONE_SUFFIX, WORK_DIR
 from lvdtool.errors import ArtifactError
 
 IMAGE_EXTS = ("jpg", "png", "webp")
@@ -149,6 +151,19 @@ class ImagesArtifact:
         if not tables:
             return INDEX_SCHEMA.empty_table() if columns is None else INDEX_SCHEMA.empty_table().select(columns)
         return pa.concat_tables(tables, promote_options="permissive")
+
+    def verify_tar(self, shard: str) -> None:
+        """`verify=full`: the tar's sha256 against the one its ingest recorded (the shard's completion
+        marker, whose hash the manifest's shard checksum covers). Reads the whole tar."""
+        marker = self.path / WORK_DIR / f"{shard}{DONE_SUFFIX}"
+        rel = f"shards/{shard}.tar"
+        try:
+            recorded = json.loads(marker.read_text())["files"][rel]["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ArtifactError(f"{marker}: no recorded sha256 of {rel} (verify=full needs the ingest's markers)") from None
+        if file_sha256(self.tar_path(shard)) != recorded:
+            raise ArtifactError(f"{self.tar_path(shard)}: sha256 differs from the one recorded at ingest "
+                                f"(shard {shard} is damaged)")
 
     def ok_keys(self, shard: str) -> set[str]:
         t = self.read_index(shard, columns=["key", "status"])

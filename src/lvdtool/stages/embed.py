@@ -47,6 +47,7 @@ class EmbedConfig:
     workers: int = 2
     device: str = "auto"
     precision: str = "auto"
+    verify: str = "size"  # full: each images tar read is first checked against its recorded sha256
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
@@ -228,6 +229,8 @@ def _commit(out: ShardedOutput, shard: str, keys: list[str], vecs: list[np.ndarr
 def run(cfg: EmbedConfig, resolved: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
     if cfg.token not in TOKENS:
         raise ConfigError(f"token={cfg.token!r}: expected one of {', '.join(TOKENS)}")
+    if cfg.verify not in ("size", "full"):
+        raise ConfigError(f"verify={cfg.verify!r}: expected size or full")
     cfg.model.check()
     images = ImagesArtifact(cfg.images)
     names = images.shards
@@ -245,7 +248,7 @@ def run(cfg: EmbedConfig, resolved: dict[str, Any], overwrite: bool = False) -> 
     elif cfg.weights:
         inputs.append(InputRef(path=emb.identity["weights"], kind="file", fingerprint="sha256:" + emb.identity["weights_sha256"], role="weights"))
     out = ShardedOutput(cfg.out, kind="embeddings", stage="embed", config=resolved, inputs=inputs,
-                        overwrite=overwrite, resume_ignores=("batch_size", "workers", "device", "precision"))
+                        overwrite=overwrite, resume_ignores=("batch_size", "workers", "device", "precision", "verify"))
     dim = emb.dim
     extra = {"dim": dim, "dtype": "float16", "normalized": emb.normalized, **emb.extra,
              "images": str(Path(cfg.images).resolve()), "model": emb.identity}
@@ -254,6 +257,9 @@ def run(cfg: EmbedConfig, resolved: dict[str, Any], overwrite: bool = False) -> 
         return out.manifest.stats
     todo = [s for i, s in enumerate(names) if out.owns(i) and not out.is_done(s)]
     todo_set = set(todo)
+    if cfg.verify == "full":
+        for shard in todo:
+            images.verify_tar(shard)
     n_items = sum((selection.rows.get(s["name"], 0) if selection else s["rows"])
                   for s in images.manifest.shards if s["name"] in todo_set)
     dataset = ShardBatches(cfg.images, todo, emb.transform, cfg.batch_size,
