@@ -1,6 +1,7 @@
 """Packaged configs: the paper's defaults, the named seed sets, and the full-scale script's syntax."""
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -29,7 +30,9 @@ def test_named_seed_sets_resolve_to_the_papers_retrieval():
         ("sample", 4, None), ("sample", 32, None), ("sample", 4, None)]
     # a small set: cluster sampling from clusters with more than 3 seed images, 1M cap
     assert (sets["demo"].mode, sets["demo"].min_seed_images, sets["demo"].cap) == ("cluster", 3, 1_000_000)
-    assert sets["demo"].path == "elsewhere/seed_emb" and resolved["seed_sets"]["demo"]["path"] == "elsewhere/seed_emb"
+    # the stored config holds path keys absolute (resolved against the cwd): a rerun from elsewhere is the same run
+    assert sets["demo"].path == "elsewhere/seed_emb"
+    assert resolved["seed_sets"]["demo"]["path"] == os.path.abspath("elsewhere/seed_emb")
     assert (cfg.retrieval.pool_clusters, cfg.retrieval.per_cluster, cfg.retrieval.large_seed_threshold) == (
         100_000, 10_000, 1_000_000)
 

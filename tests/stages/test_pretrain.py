@@ -195,12 +195,13 @@ def learned(digits, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("learn") / "run"
     # a fresh process, as `lvd pretrain` runs (its DataLoader workers fork a clean parent)
     proc = run_stage([*SMALL_DATA, f"data.images={digits['images']}", f"data.selection={digits['selection']}",
-                      f"out={out}", f"train.iterations={LEARN_ITERATIONS}"], timeout=900, threads=2)
+                      f"out={out}", f"train.iterations={LEARN_ITERATIONS}"], timeout=1700, threads=2)
     train_keys = set(pq.read_table(digits["selection"] / "shards" / "selection-000000.parquet").column("key").to_pylist())
     return {"out": out, "printed": " ".join((proc.stdout + proc.stderr).split()), "train_keys": train_keys}
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the shared learning run is built in the first one's setup; under xdist it shares the cores
 def test_small_data_recipe_learns_on_real_images_and_the_guard_stays_silent(digits, learned):
     """The DINO loss ends clearly below ln K, and k-NN on the 360 held-out digits is far above the same
     network at random init and close to raw pixels (numbers in docs/pretrain.md)."""
@@ -225,6 +226,7 @@ STUDENT_GAP_TO_TEACHER = 5  # percentage points below the teacher at most
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the shared learning run is built in the first one's setup; under xdist it shares the cores
 def test_distilled_student_learns_from_the_trained_teacher(digits, learned, tmp_path):
     """`lvd distill` with the small_data preset: a student of the teacher's architecture, from its own random
     init, trained only on the frozen teacher's targets, reaches a k-NN accuracy close to the teacher's and far
