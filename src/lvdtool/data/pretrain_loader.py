@@ -2,7 +2,7 @@
 
 At start, every rank maps the `ImageTable` (data/image_table.py): the ok keys of the artifact
 (optionally only those of a selection), sorted, with the byte range of each image inside its tar
-shard, built once from the shard indexes, so that loading a sample is one seek and one read. The `PretrainSampler`
+shard, built once from the shard indexes, so that loading a sample is two positional reads (its tar header, then its bytes). The `PretrainSampler`
 says which rows a rank loads at each iteration; DataLoader workers decode them, apply the
 multi-crop augmentation with a generator seeded from the sample's global position, and collate
 the batch with its iBOT masks. Batches therefore depend on (seed, data position) only: not on
@@ -11,6 +11,7 @@ the number of workers, and not on whether the run was interrupted.
 
 from __future__ import annotations
 
+import os
 import tarfile
 from collections import OrderedDict
 from typing import Any, BinaryIO
@@ -55,7 +56,7 @@ class ImageReader:
             return handle
         while len(self._files) >= self.max_open:
             self._files.popitem(last=False)[1].close()
-        handle = self._files[shard_id] = open(self.table.shard_paths[shard_id], "rb")
+        handle = self._files[shard_id] = open(self.table.shard_paths[shard_id], "rb", buffering=0)
         return handle
 
     def open_files(self) -> int:
@@ -67,12 +68,14 @@ class ImageReader:
 
     def read(self, row: int) -> bytes:
         shard_id = int(self.table.shard_ids[row])
-        handle = self._handle(shard_id)
+        # Positional reads (pread): a DataLoader worker forked from a process that already had this
+        # shard open shares the descriptor's file offset with it, so seek + read could race.
+        fd = self._handle(shard_id).fileno()
         offset, size = int(self.table.offsets[row]), int(self.table.sizes[row])
-        handle.seek(max(offset - tarfile.BLOCKSIZE, 0))  # the member's header, checked against the index
-        header = handle.read(tarfile.BLOCKSIZE)
+        start = max(offset - tarfile.BLOCKSIZE, 0)  # the member's header, checked against the index
+        header = os.pread(fd, tarfile.BLOCKSIZE, start)
         check_member_header(header, self.table.key(row), size, self.table.shard_paths[shard_id])
-        data = handle.read(size)
+        data = os.pread(fd, size, offset)
         if len(data) != size:
             raise ArtifactError(f"{self.table.shard_paths[shard_id]}: key {self.table.key(row)} is truncated")
         return data
