@@ -279,3 +279,21 @@ def test_resample_choice(served):
     assert 0 < diff.mean() < 2.0, "the two filters differ slightly, never grossly"
     with pytest.raises(ConfigError, match="process.resample 'nearest'"):
         ProcessConfig(resample="nearest")
+
+
+def test_area_resample_is_the_footprint_mean_on_downscale_and_bicubic_on_upscale(served):
+    from lvdtool.ingest.resize import ResizePlan, apply_plan
+
+    source = decode_image(served["coffee.png"], ProcessConfig(resize_mode="keep")).image
+    source = source.crop((0, 0, source.width // 2 * 2, source.height // 2 * 2))
+    width, height = source.size
+    half = np.asarray(apply_plan(source, ResizePlan((width // 2, height // 2)), "area"), dtype=np.float64)
+    blocks = np.asarray(source, dtype=np.float64).reshape(height // 2, 2, width // 2, 2, 3).mean(axis=(1, 3))
+    assert np.abs(half - blocks).max() <= 1.0  # the mean of each 2 x 2 footprint, up to rounding
+    target = (round(width / 1.75), round(height / 1.75))  # a non-integer factor: partly covered pixels
+    area = np.asarray(apply_plan(source, ResizePlan(target), "area"), dtype=np.float64)
+    bicubic = np.asarray(apply_plan(source, ResizePlan(target), "bicubic"), dtype=np.float64)
+    assert 0.2 < np.abs(area - bicubic).mean() < 3.0  # another filter, not another picture
+    up = (width * 2, height * 2)
+    assert np.array_equal(np.asarray(apply_plan(source, ResizePlan(up), "area")),
+                          np.asarray(apply_plan(source, ResizePlan(up), "bicubic")))

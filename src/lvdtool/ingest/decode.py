@@ -49,7 +49,7 @@ class ProcessConfig:
     max_pixels: int = 89_478_485  # Pillow's own default bomb limit (about 89.5 MP)
     jpeg_quality: int = 95
     keep_original: bool = False
-    resample: str = "bicubic"  # bicubic | lanczos
+    resample: str = "bicubic"  # bicubic | lanczos | area (box mean on downscale; see resize.py)
 
     def __post_init__(self) -> None:
         if self.resample not in RESAMPLING:
