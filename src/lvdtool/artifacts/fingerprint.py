@@ -17,8 +17,25 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def file_fingerprint(path: str | os.PathLike) -> str:
-    """Content hash of a file (input lists are small relative to the work they describe)."""
-    return "sha256:" + file_sha256(path)[:32]
+    """Content hash of a file: `sha256:` + the full hex digest, the same as `sha256sum FILE` prints
+    (input lists are small relative to the work they describe)."""
+    return "sha256:" + file_sha256(path)
+
+
+# The shortest `sha256:` digest lvd has written into manifests: weights fingerprints are 16 hex
+# digits, and file fingerprints were 32 before they became the full 64.
+COMPARED_SHA256_HEX = 16
+
+
+def comparable_fingerprint(fingerprint: str) -> str:
+    """A fingerprint as resume compares it. `sha256:` ones by their first 16 hex digits (64 bits, far
+    past chance agreement between two versions of one input path), so a manifest written with a
+    32-hex prefix still resumes now that file fingerprints are the full sha256. Hashes of shard lists
+    (`shards:`) and folders (`tree:`) are compared whole."""
+    scheme, sep, digest = fingerprint.partition(":")
+    if sep and scheme == "sha256":
+        return f"sha256:{digest[:COMPARED_SHA256_HEX].lower()}"
+    return fingerprint
 
 
 def directory_fingerprint(root: str | os.PathLike, suffixes: frozenset[str] | None = None) -> str:
