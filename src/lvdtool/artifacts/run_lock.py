@@ -7,6 +7,7 @@ A lock is stale, and is broken with a printed message, when its holder ran on th
 no longer alive, or when it is older than `timeout_s` (a holder on another host cannot be
 checked; a finalize that holds the lock does only short work, so one hour is generous).
 A SLURM requeue repeats the run id, so the lock of a killed launch has the name a new one wants.
+The output lock (output_lock.py) is built from the same pieces: `create`, `alive`, `break_lock`.
 """
 from __future__ import annotations
 
@@ -91,12 +92,13 @@ def stale_reason(path: Path, timeout_s: float, now: float | None = None) -> str 
     return None
 
 
-def _create(path: Path, holder: LockHolder, attempts: int = 5) -> bool:
-    """Link a fully written temp file into place. The temp can vanish under us when another rank's
-    finalize sweeps the folder's temporary files; the write is then simply redone."""
+def create(path: Path, holder: LockHolder, extra: dict | None = None, attempts: int = 5) -> bool:
+    """Link a fully written temp file into place (False if the lock exists). The temp can vanish
+    under us when another rank's finalize sweeps the folder's temporary files; the write is then
+    simply redone. `extra`: more fields for the lock's readers (the output lock's run id, stage)."""
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
     for _ in range(attempts):
-        tmp.write_text(json.dumps(vars(holder)) + "\n")
+        tmp.write_text(json.dumps({**vars(holder), **(extra or {})}) + "\n")
         try:
             os.link(tmp, path)
             return True
@@ -109,21 +111,21 @@ def _create(path: Path, holder: LockHolder, attempts: int = 5) -> bool:
     raise OSError(f"{path}: could not create the lock: its temporary file kept disappearing ({attempts} tries)")
 
 
-def acquire(path: str | os.PathLike, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
-    """Take the lock; break it first if it is stale. False while a live holder has it."""
-    path = Path(path)
-    if _create(path, LockHolder.me()):
-        return True
-    reason = stale_reason(path, timeout_s)
-    if reason is None:
-        return False
-    before = path.read_bytes() if path.exists() else b""
+def alive(holder: LockHolder) -> bool:
+    """Whether the holder may still be running: on this host, its pid with its start time; another
+    host cannot be probed, so it counts as alive (the caller judges it by a heartbeat or an age)."""
+    return holder.host != socket.gethostname() or _alive(holder.pid, holder.start_ticks)
+
+
+def break_lock(path: Path, seen: bytes, reason: str) -> bool:
+    """Remove the stale lock whose content was `seen`, unless another process broke and retook it
+    meanwhile. True when the lock is gone (by us or by another breaker)."""
     aside = path.with_name(f"{path.name}.broken-{os.getpid()}")
     try:
         os.rename(path, aside)
     except FileNotFoundError:
-        return _create(path, LockHolder.me())  # someone else broke it meanwhile
-    if aside.read_bytes() != before:  # another process broke and retook it between our read and rename
+        return True  # someone else broke it meanwhile
+    if aside.read_bytes() != seen:  # another process broke and retook it between our read and rename
         try:
             os.link(aside, path)
         except FileExistsError:
@@ -132,4 +134,18 @@ def acquire(path: str | os.PathLike, timeout_s: float = DEFAULT_TIMEOUT_S) -> bo
         return False
     aside.unlink(missing_ok=True)
     print(f"{path}: breaking a stale lock: {reason}", file=sys.stderr)
-    return _create(path, LockHolder.me())
+    return True
+
+
+def acquire(path: str | os.PathLike, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Take the lock; break it first if it is stale. False while a live holder has it."""
+    path = Path(path)
+    if create(path, LockHolder.me()):
+        return True
+    reason = stale_reason(path, timeout_s)
+    if reason is None:
+        return False
+    before = path.read_bytes() if path.exists() else b""
+    if not break_lock(path, before, reason):
+        return False
+    return create(path, LockHolder.me())

@@ -5,22 +5,25 @@ Layout of an output directory:
     shards/<name>.<ext>      the shard's files, each renamed into place when fully written
     shards/<name>.done.json  the completion marker, written last: rows, files (bytes, sha256), stats
 A rerun with the same command skips shards whose marker exists and whose files match it.
+Opening one refuses an output that is not absent, empty or an artifact of this stage, and takes the
+output's lock for the run (output_guard.py, output_lock.py).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from lvdtool.artifacts import run_lock
 from lvdtool.artifacts.atomic import TMP_MARK, atomic_write_json, remove_stale_temps
-from lvdtool.artifacts.fingerprint import file_sha256
+from lvdtool.artifacts.fingerprint import comparable_fingerprint, file_sha256
 from lvdtool.config_paths import comparable_paths
 from lvdtool.artifacts.manifest import MANIFEST_NAME, InputRef, Manifest, read_manifest
+from lvdtool.artifacts.output_guard import OutputSpec, claim_output, describe, diff_keys, input_paths
 from lvdtool.artifacts.ranks import RankInfo, rank_info
 from lvdtool.artifacts.stats import merge_stats
 from lvdtool.errors import ArtifactError, ConfigError
@@ -28,6 +31,11 @@ from lvdtool.errors import ArtifactError, ConfigError
 SHARD_DIR = "shards"
 WORK_DIR = "_work"  # intermediate results of a stage, kept for restart
 DONE_SUFFIX = ".done.json"
+
+
+def _early_entry(name: str) -> bool:
+    """The manifest is written first: before it, only its temporary file can be there."""
+    return name.startswith(MANIFEST_NAME + TMP_MARK)
 
 
 def shard_name(index: int) -> str:
@@ -64,15 +72,6 @@ class ShardRecord:
         }
 
 
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(k, "<unset>"), b.get(k, "<unset>"), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
-
-
 class ShardedOutput:
     """Owns one output artifact directory for one process (rank) of a stage."""
 
@@ -101,32 +100,38 @@ class ShardedOutput:
     # ----- start / resume -------------------------------------------------
     def _comparable(self, config: dict, inputs: list[dict]) -> dict:
         cfg = {k: v for k, v in comparable_paths(self.stage, config).items() if k not in self._resume_ignores}
-        return {"config": cfg, "inputs": [(i["path"], i["fingerprint"]) for i in inputs]}
+        return {"config": cfg, "inputs": [(i["path"], comparable_fingerprint(i["fingerprint"])) for i in inputs]}
 
     def _begin(self, overwrite: bool) -> None:
+        spec = OutputSpec(self.dir, self.kind, self.stage, early=_early_entry)
+        # rank 0 clears (the others join what it started); every process holds the output's lock
+        lock, old = claim_output(spec, inputs=input_paths(self.stage, self.config, self.inputs),
+                                 run_id=self.ranks.run_id, overwrite=overwrite and self.ranks.rank == 0)
+        # released at the end of the run: when the stage drops this object, on release(), or at exit
+        self._release = weakref.finalize(self, lock.release)
+        try:
+            self._resume_or_start(spec, old, overwrite)
+        except BaseException:
+            self._release()
+            raise
+
+    def _resume_or_start(self, spec: OutputSpec, old: Manifest | None, overwrite: bool) -> None:
         manifest_path = self.dir / MANIFEST_NAME
-        if overwrite and self.ranks.rank == 0 and self.dir.exists():
-            shutil.rmtree(self.dir)
-        if manifest_path.exists() and not overwrite:
-            old = read_manifest(self.dir)
-            if old.kind != self.kind or old.stage != self.stage:
-                raise ArtifactError(
-                    f"{self.dir}: holds a {old.kind!r} artifact from stage {old.stage!r}; choose another --out"
-                )
+        if old is not None and not overwrite:
             new_inputs = [vars(i) for i in self.inputs]
             mine = self._comparable(self.config, new_inputs)
             theirs = self._comparable(old.config, [vars(i) for i in old.inputs])
             if mine != theirs:
-                keys = _diff_keys(theirs, mine)
+                keys = diff_keys(theirs, mine)
                 raise ConfigError(
                     f"{self.dir}: was started with a different config or inputs (differs at: "
-                    f"{', '.join(keys[:5])}); rerun with the same command, choose another --out, or pass --overwrite"
+                    f"{', '.join(keys[:5])}); rerun with the same command, choose another --out, "
+                    f"or pass --overwrite to delete it ({describe(spec, old)})"
                 )
             self.already_complete = old.complete
             self.manifest = old
         else:
             self.manifest = Manifest(kind=self.kind, stage=self.stage, config=self.config, inputs=self.inputs)
-            self.dir.mkdir(parents=True, exist_ok=True)
             if self.ranks.rank == 0 or not manifest_path.exists():
                 self.manifest.write(self.dir)
         self.shard_dir.mkdir(parents=True, exist_ok=True)
@@ -134,6 +139,10 @@ class ShardedOutput:
         if self.ranks.world_size == 1:
             # Only a single process may sweep: other ranks' temp files could be in flight.
             remove_stale_temps(self.dir)
+
+    def release(self) -> None:
+        """Leave the output's lock now (also done when this object is dropped, and at exit)."""
+        self._release()
 
     # ----- shards -----------------------------------------------------------
     def owns(self, index: int) -> bool:

@@ -36,7 +36,7 @@ from lvdtool.train.networks import distill_networks, pretrain_networks
 from lvdtool.train.optim import build_optimizer
 from lvdtool.train.parallelize import ParallelPlan, parallelize, resolve_precision
 from lvdtool.train.plan import TrainPlan, build_run_schedules, check_koleo_group, make_plan
-from lvdtool.train.run_dir import prepare_run_dir, write_run_manifest
+from lvdtool.train.run_dir import prepare_run_dir, release_run_dir, write_run_manifest
 from lvdtool.train.step import batch_to_device, train_step
 
 @dataclass
@@ -402,4 +402,5 @@ def run_pretraining(cfg: PretrainConfig, resolved: dict[str, Any], overwrite: bo
     try:
         return Pretrainer(cfg, resolved, env, overwrite).run()
     finally:
+        release_run_dir(Path(cfg.out))  # the run directory's lock (taken on rank 0 by prepare_run_dir)
         env.close()

@@ -1,19 +1,22 @@
 """The run directory of `lvd pretrain`: a `checkpoint` artifact with its manifest.
 
 A rerun into the same directory resumes it; that is refused when the config differs in anything
-but the keys of `RESUME_IGNORES` (workers, logging, checkpoint frequency, precision, ...).
+but the keys of `RESUME_IGNORES` (workers, logging, checkpoint frequency, precision, ...). The run
+holds the directory's lock from prepare_run_dir to release_run_dir (artifacts/output_lock.py).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from lvdtool.artifacts.fingerprint import file_sha256
-from lvdtool.artifacts.manifest import MANIFEST_NAME, InputRef, Manifest, read_manifest
+from lvdtool.artifacts.manifest import InputRef, Manifest
+from lvdtool.artifacts.output_guard import OutputSpec, claim_output, describe, input_paths
+from lvdtool.artifacts.output_lock import OutputLock
+from lvdtool.artifacts.ranks import rank_info
 from lvdtool.config_paths import comparable_paths
-from lvdtool.errors import ArtifactError, ConfigError
+from lvdtool.errors import ConfigError
 from lvdtool.train.config import RESUME_IGNORES
 
 STAGE = "pretrain"  # the default; hires-adapt and distill runs record their own stage name
@@ -56,26 +59,45 @@ def _own_entry(name: str, extra: tuple[str, ...] = ()) -> bool:
     return name in _EARLY_ENTRIES or name in extra or name.startswith(".data_table.")  # its temp dir and rank parts
 
 
+def _spec(out: Path, stage: str, own_entries: tuple[str, ...]) -> OutputSpec:
+    return OutputSpec(out, "checkpoint", stage, noun="run", early=lambda name: _own_entry(name, own_entries))
+
+
+_LOCKS: dict[Path, OutputLock] = {}  # run dir -> this process's hold on its lock, until release_run_dir
+
+
 def prepare_run_dir(out: Path, resolved: dict[str, Any], overwrite: bool, stage: str = STAGE,
-                    own_entries: tuple[str, ...] = ()) -> None:
-    """Rank 0, before anything else: start fresh, or check that a resume uses the same config.
+                    own_entries: tuple[str, ...] = (), run_id: str | None = None) -> None:
+    """Rank 0, before anything else: take the run directory's lock for the run (release_run_dir
+    ends it), refuse a folder that is not this stage's run or is one of its inputs, then start
+    fresh (--overwrite) or check that a resume uses the same config.
     `own_entries`: more names the run writes before its manifest (distilled students' folders)."""
-    manifest_path = out / MANIFEST_NAME
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if manifest_path.exists():
-        manifest = read_manifest(out)
-        if manifest.kind != "checkpoint" or manifest.stage != stage:
-            raise ArtifactError(f"{out}: holds a {manifest.kind} artifact of stage {manifest.stage}, not a {stage} run")
-        diffs = config_differences(comparable_paths(stage, manifest.config), comparable_paths(stage, resolved))
-        if diffs:
-            raise ConfigError(
-                f"{out}: this run was started with another config ({'; '.join(diffs[:3])}); "
-                "rerun with the same config to resume, or use --overwrite / another --out"
-            )
-    elif out.exists() and any(not _own_entry(p.name, own_entries) for p in out.iterdir()):
-        raise ArtifactError(f"{out}: exists and is not a {stage} run directory (use --overwrite or another --out)")
-    out.mkdir(parents=True, exist_ok=True)
+    spec = _spec(out, stage, own_entries)
+    lock, manifest = claim_output(spec, inputs=input_paths(stage, resolved), run_id=run_id or rank_info().run_id,
+                                  overwrite=overwrite)
+    try:
+        if manifest is not None:
+            diffs = config_differences(comparable_paths(stage, manifest.config), comparable_paths(stage, resolved))
+            if diffs:
+                raise ConfigError(
+                    f"{out}: this run was started with another config ({'; '.join(diffs[:3])}); rerun with the "
+                    f"same config to resume, choose another --out, or pass --overwrite to delete it "
+                    f"({describe(spec, manifest)})"
+                )
+    except BaseException:
+        lock.release()
+        raise
+    previous = _LOCKS.pop(out, None)
+    _LOCKS[out] = lock
+    if previous is not None:  # an earlier run of this process into the same folder that was not released
+        previous.release()
+
+
+def release_run_dir(out: Path) -> None:
+    """The end of the run (also after an error): leave the run directory's lock."""
+    lock = _LOCKS.pop(Path(out), None)
+    if lock is not None:
+        lock.release()
 
 
 def write_run_manifest(
