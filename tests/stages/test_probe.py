@@ -77,6 +77,9 @@ def test_probe_official_protocol_reuses_cached_features(tmp_path, digits):
     report = json.loads((out / "report.json").read_text())
     assert report["linear"]["protocol"]["name"] == "dinov2-augmented" and report["linear"]["protocol"]["iterations"] == 4
     assert len(report["linear"]["grid"]) == 8 and "dinov2-augmented" in (out / "report.md").read_text()
+    # the report names the sizes this run used (56 px, val resized to 56 x 256/224 = 64), not the paper's 224/256
+    used = "random-resized-crop 56 + horizontal flip (train); resize 64 + center crop 56 (val)"
+    assert report["linear"]["protocol"]["augmentation"].startswith(used) and used in (out / "report.md").read_text()
 
 
 def test_a_negative_pca_image_count_is_a_one_line_config_error(tmp_path, digits):

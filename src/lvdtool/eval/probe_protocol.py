@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+
+from lvdtool.data.eval_transform import EvalTransform
 
 # The 13 learning rates of DINOv2's linear evaluation (before scaling by batch / 256).
 DINOV2_LINEAR_LRS: tuple[float, ...] = (
@@ -40,6 +42,19 @@ OFFICIAL_LINEAR_PROTOCOL = LinearProtocol(
     iterations=12_500,
     selection="52 classifiers (4 feature sets x 13 lrs) trained at once; best val top-1 reported",
 )
+
+
+
+def official_linear_protocol(resolution: int = 224, resize: int | None = None) -> LinearProtocol:
+    """The official protocol as a run at `resolution` applies it: the crop sizes it used, and the
+    shorter side val images are resized to (`resize`, by default resolution x 256/224 as in the paper)."""
+    side = EvalTransform(resolution, resize).resize_to
+    text = (f"random-resized-crop {resolution} + horizontal flip (train); "
+            f"resize {side} + center crop {resolution} (val)")
+    if (resolution, side) != (224, 256):
+        text += " (the paper: 224, resize 256)"
+    return replace(OFFICIAL_LINEAR_PROTOCOL, augmentation=text)
+
 
 CACHED_LINEAR_PROTOCOL = LinearProtocol(
     name="cached-features",
