@@ -8,7 +8,7 @@ linked under several names up to N (JPEG shards, as a crawl writes them).
 
 Two embed figures: end to end (N over the stage's whole wall time, model build and worker start
 included) and steady (the extra images of the full run over its extra seconds against a run on
-the first shard alone, so the start-up cancels out).
+its first shards alone, one per worker, so the start-up cancels out).
 
     python benchmarks/embed.py --archs vit_s14 --n 128 --batch 32            # CPU
     python benchmarks/embed.py --archs vit_l14 --n 16384 --batch 256 --workers 12 --device cuda \\
@@ -54,19 +54,21 @@ def make_images(root: Path, n: int, distinct: int, shard_size: int, processes: i
     return out
 
 
-def first_shard_only(images: Path, root: Path) -> tuple[Path, int]:
-    """A second images artifact holding the first shard of `images` (its files linked)."""
+def first_shards(images: Path, root: Path, count: int) -> tuple[Path, int]:
+    """A second images artifact holding the first `count` shards of `images` (their files linked):
+    as many as the stage's workers, so both runs read with all workers."""
     import json
 
     manifest = json.loads((images / "manifest.json").read_text())
-    first = manifest["shards"][0]
-    small = root / "images-first-shard"
+    first = manifest["shards"][:count]
+    small = root / "images-first-shards"
     (small / "shards").mkdir(parents=True)
-    for path in (images / "shards").glob(f"{first['name']}.*"):
-        os.link(path, small / "shards" / path.name)
-    manifest["shards"] = [first]
+    for shard in first:
+        for path in (images / "shards").glob(f"{shard['name']}.*"):
+            os.link(path, small / "shards" / path.name)
+    manifest["shards"] = first
     (small / "manifest.json").write_text(json.dumps(manifest))
-    return small, int(first["rows"])
+    return small, sum(int(s["rows"]) for s in first)
 
 
 def bare_forward(model, batch: int, n: int, device, bf16: bool) -> float:
@@ -145,7 +147,7 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         images = make_images(work, args.n, min(args.distinct, args.n), args.shard_size, args.processes)
-        small, small_n = first_shard_only(images, work)
+        small, small_n = first_shards(images, work, max(1, args.workers))
         table.note("artifact build s", round(time.perf_counter() - t0, 1))
         for arch in args.archs:
             if deadline.passed():
