@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# After the demo: README's demo numbers against what it printed (a warning line names each difference).
 demo: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH bash stages/demo.sh
+	@$(BIN)/python stages/demo_readme.py --check data/demo || true
 
 test: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
