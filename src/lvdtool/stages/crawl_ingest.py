@@ -38,6 +38,7 @@ from lvdtool.ingest import (
     ProcessConfig,
     SourceRecord,
     content_hash,
+    count_url_list,
     encode_image,
     load_filter_hook,
     phash64,
@@ -115,6 +116,13 @@ def iter_records(cfg: CrawlIngestConfig) -> Iterator[SourceRecord]:
     streams += [scan_directory(d, label_from_dir=cfg.inputs.label_from_dir) for d in cfg.inputs.dirs]
     for position, rec in enumerate(itertools.chain.from_iterable(streams)):
         yield SourceRecord(position=position, source=rec.source, kind=rec.kind, extra=dict(rec.extra), label=rec.label)
+
+
+def count_records(cfg: CrawlIngestConfig) -> int:
+    """How many records iter_records yields (the progress total): Parquet lists from their footer,
+    other lists in one pass, folders in one walk."""
+    n = sum(count_url_list(p, url_column=cfg.inputs.url_column) for p in cfg.inputs.urls)
+    return n + sum(1 for d in cfg.inputs.dirs for _ in scan_directory(d))
 
 
 def iter_shards(records: Iterator[SourceRecord], shard_size: int) -> Iterator[tuple[int, list[SourceRecord]]]:
@@ -242,17 +250,24 @@ def ingest_shards(cfg: CrawlIngestConfig, resolved: dict[str, Any], refs: list[I
     out = _output(cfg, resolved, refs, ranks)
     processor = RecordProcessor(cfg)
     done_here = skipped = n_shards = 0
+    n_records = count_records(cfg)
+    counted = -(-n_records // cfg.shard_size)  # shards; the inputs are read again below, as they stream
+    mine = [i for i in range(counted) if out.owns(i)]
+    done = {i for i in mine if out.is_done(shard_name(i), verify=cfg.verify)}
+    todo = [i for i in mine if i not in done]
     with progress() as bar:
-        task = bar.add_task(f"crawl-ingest rank {out.ranks.rank}/{out.ranks.world_size}", total=None)
+        total = sum(min(cfg.shard_size, n_records - i * cfg.shard_size) for i in todo)
+        task = bar.add_task(f"crawl-ingest rank {out.ranks.rank}/{out.ranks.world_size}", total=total, shards=len(todo))
         for index, records in iter_shards(iter_records(cfg), cfg.shard_size):
             n_shards = index + 1
             if not out.owns(index):
                 continue
-            if out.is_done(shard_name(index), verify=cfg.verify):
+            if index in done if index < counted else out.is_done(shard_name(index), verify=cfg.verify):
                 skipped += 1
                 continue
             write_shard(out, index, records, processor, cfg, bar, task)
             done_here += 1
+            bar.update(task, shards_done=done_here)
     if n_shards == 0:
         raise InputError("the inputs hold no records (empty URL lists or folders without images)")
     names = [shard_name(i) for i in range(n_shards)]

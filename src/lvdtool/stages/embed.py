@@ -267,9 +267,9 @@ def run(cfg: EmbedConfig, resolved: dict[str, Any], overwrite: bool = False) -> 
     loader = DataLoader(dataset, batch_size=None, num_workers=min(cfg.workers, len(todo)),
                         pin_memory=device.type == "cuda", persistent_workers=False)
     buffers: dict[str, dict[str, list]] = {}
-    started, n_done = time.perf_counter(), 0
+    started, n_done, shards_done = time.perf_counter(), 0, 0
     with progress() as bar, torch.inference_mode():
-        task = bar.add_task(f"embed rank {out.ranks.rank}/{out.ranks.world_size}", total=n_items)
+        task = bar.add_task(f"embed rank {out.ranks.rank}/{out.ranks.world_size}", total=n_items, shards=len(todo))
         for batch in loader:
             buf = buffers.setdefault(batch["shard"], {"keys": [], "vecs": [], "failed": []})
             buf["failed"] += batch["failed"]
@@ -283,6 +283,8 @@ def run(cfg: EmbedConfig, resolved: dict[str, Any], overwrite: bool = False) -> 
             if batch["end"]:
                 b = buffers.pop(batch["shard"])
                 _commit(out, batch["shard"], b["keys"], b["vecs"], b["failed"], dim, batch["total"])
+                shards_done += 1
+                bar.update(task, shards_done=shards_done)  # without a terminal: a line per shard
     elapsed = time.perf_counter() - started
 
     def finalize(records):

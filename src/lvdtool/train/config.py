@@ -163,6 +163,7 @@ class TrainSection:
     epoch_length: int | None = None  # iterations per epoch; null: images // global batch (1250: paper)
     seed: int = 0
     log_every: int = 10
+    tensorboard: str = "auto"  # auto | on | off: event files in <run>/tensorboard/ (train/tensorboard_log.py)
     # The collapse guard (lvdtool.train.collapse_guard): warn when, for collapse_window iterations,
     # the DINO loss stays within collapse_tolerance of ln K or the teacher targets carry no image
     # information; stop_on_collapse raises instead of only warning.
@@ -383,6 +384,7 @@ RESUME_IGNORES = (
     "out",  # a run directory may be moved
     "data.workers",
     "train.log_every",
+    "train.tensorboard",
     "train.stop_on_collapse",
     "train.collapse_window",
     "train.collapse_tolerance",

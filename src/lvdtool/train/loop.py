@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lvdtool.console import console, progress, quiet
+from lvdtool.console import console, progress
 from lvdtool.data.pretrain_loader import build_pretrain_loader
 from lvdtool.data.sampler import STREAM_MODEL, DataCursor, derive_seed
 from lvdtool.errors import TrainingError
@@ -38,6 +38,7 @@ from lvdtool.train.parallelize import ParallelPlan, parallelize, resolve_precisi
 from lvdtool.train.plan import TrainPlan, build_run_schedules, check_koleo_group, make_plan
 from lvdtool.train.run_dir import prepare_run_dir, release_run_dir, write_run_manifest
 from lvdtool.train.step import batch_to_device, train_step
+from lvdtool.train.tensorboard_log import open_tensorboard
 
 @dataclass
 class RunSummary:
@@ -173,7 +174,8 @@ class Pretrainer:
             self.data.dataset, self.batch, env.rank, env.world_size, self.start, cfg.data.workers,
             pin_memory=env.device.type == "cuda",
         )
-        self.metrics = MetricsLog(self.out / METRICS_NAME, env.is_main)
+        self.metrics = MetricsLog(self.out / METRICS_NAME, env.is_main,
+                                  open_tensorboard(cfg.train.tensorboard, self.out, env.is_main, self.start.iteration))
         self.metrics.truncate_from(self.start.iteration)
         # MFU counts the pretraining step (student fwd+bwd on all crops, teacher fwd on the global
         # crops); a distillation step has another teacher, so no MFU is reported for it.
@@ -322,6 +324,7 @@ class Pretrainer:
             trainee.store.save(iteration, trainee.module, trainee.optimizer, state, prune=False)
         for trainee in self.trainees:  # pruned only once every trainee holds the new checkpoint
             trainee.store.prune()
+        self.metrics.flush()
         self._write_manifest(iteration, complete=False)
 
     def run(self) -> RunSummary:
@@ -333,21 +336,23 @@ class Pretrainer:
         batches = iter(self.loader)
         try:
             with progress() if self.env.is_main else _SilentBar() as bar:
-                task = bar.add_task(self.cfg.stage, total=total, completed=start)
+                # plain lines (no terminal) come from _log, every log_every iterations, never by time
+                task = bar.add_task(self.cfg.stage, total=total, completed=start, line_every_s=0)
                 for iteration in range(start, total):
                     batch = next(batches)
                     logged = self.step(iteration, batch)
                     meter.step(self.global_batch)
                     images += self.global_batch
                     last = iteration + 1 == total
+                    bar.advance(task)  # first, so that the line of iteration i reads (i + 1)/total
                     if iteration % log_every == 0 or last:
                         self._log(iteration, batch["epoch"], logged, meter, bar, task)
                         summary.last = {k: logged[k] for k in (*LOSS_NAMES, "gram") if k in logged}
-                    bar.advance(task)
                     if (iteration + 1) % every == 0 or last:
                         self._save(iteration + 1)
         finally:
             del batches  # stops the DataLoader workers
+            self.metrics.close()
         summary.seconds = time.perf_counter() - started
         summary.images_per_s = images / summary.seconds if images else 0.0
         self._write_manifest(total, complete=True)
@@ -371,10 +376,9 @@ class Pretrainer:
             f"info {logged['teacher_mi']:.2f} cos {logged['teacher_cos']:.3f} spread {logged['cls_spread']:.2f} "
             f"| {rate:.1f} img/s{mfu}"
         )
-        bar.update(task, description=description)
-        if getattr(bar, "disable", False) and self.env.is_main and not quiet():
-            # no live bar (output is not a terminal): the same line, printed
-            console.print(f"{self.cfg.stage} {iteration + 1}/{self.plan.total_iters}: {description}", soft_wrap=True)
+        # a terminal shows it under the bar; without one, a plain line with the bar's numbers
+        # (iteration/total, it/s, elapsed, ETA) and this
+        bar.update(task, detail=description, line=True)
 
 
 class _SilentBar:

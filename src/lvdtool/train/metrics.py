@@ -2,6 +2,7 @@
 
 On resume from a checkpoint of iteration k (k steps done), lines of iterations >= k, written
 by the interrupted run after its last checkpoint, are dropped before new lines are appended.
+The same records go to TensorBoard event files when a writer is given (train/tensorboard_log.py).
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from lvdtool.artifacts.atomic import atomic_write_bytes
+from lvdtool.train.tensorboard_log import TensorBoardLog
 
 METRICS_NAME = "metrics.jsonl"
 
 
 class MetricsLog:
-    def __init__(self, path: Path, enabled: bool) -> None:
+    def __init__(self, path: Path, enabled: bool, tensorboard: TensorBoardLog | None = None) -> None:
         self.path = Path(path)
         self.enabled = enabled  # rank 0 writes
+        self.tensorboard = tensorboard
 
     def truncate_from(self, iteration: int) -> int:
         """Keep only lines of iterations < `iteration` (a torn last line is dropped too)."""
@@ -40,6 +43,18 @@ class MetricsLog:
         if self.enabled:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if self.tensorboard is not None:
+                self.tensorboard.write(record)
+
+    def flush(self) -> None:
+        """At each checkpoint: the events up to it are on disk (metrics.jsonl is written unbuffered)."""
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
