@@ -107,13 +107,14 @@ def probe(
     out: Path = typer.Option(..., "--out", help="Report directory (report.json, report.md)."),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture (default: read off the weights)."),
     protocol: Optional[str] = typer.Option(None, "--protocol", help="cached (fast, default) | official (augmented, 12,500 iterations)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier probe report in --out (of other weights or config) first."),
 ) -> None:
     """Evaluate a frozen backbone: weighted k-NN and a grid of linear classifiers."""
     from lvdtool.overrides import sugar
     from lvdtool.stages import probe as stage
 
     overrides = sugar(weights=str(weights), train=str(train), val=str(val), out=str(out), arch=arch, protocol=protocol)
-    stage.main(overrides + list(ctx.args))
+    stage.main(overrides + list(ctx.args), overwrite=overwrite)
 
 
 # Options the three training commands (pretrain, hires-adapt, distill) share, and the keys they set.
