@@ -134,7 +134,7 @@ def run_mode(mode: str, jpegs: list[bytes], args: argparse.Namespace, device: to
     resident = data[0]
     _sync(device)
     started, n = time.perf_counter(), 0
-    while n == 0 or time.perf_counter() - started < min(2.0, seconds / 4):
+    while n == 0 or time.perf_counter() - started < min(args.device_only_s, seconds / 4):
         _on_device(resident, augment, device)
         n += 1
     _sync(device)
@@ -174,6 +174,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--device-only-s", type=float, default=2.0, help="seconds of the device-only timing per placement")
     ap.add_argument("--deadline-s", type=float, help="seconds for the whole run, shared by the placements")
     ap.add_argument("--json", help="write the table as JSON here (after each placement)")
     ap.add_argument("--markdown", help="write the table as markdown here (after each placement)")
