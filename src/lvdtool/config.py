@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+from functools import lru_cache
+from importlib.resources import files
 from typing import Any, TypeVar
 
 from hydra import compose, initialize_config_module
@@ -10,7 +12,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lvdtool.config_checks import check_values, plain_appends
 from lvdtool.config_paths import absolute_paths, stage_of
+from lvdtool.config_rules import rules_of
 from lvdtool.errors import ConfigError
 
 T = TypeVar("T")
@@ -29,14 +33,23 @@ def _writable(node: DictConfig | ListConfig) -> None:
             _writable(child)
 
 
+@lru_cache(maxsize=1)
+def config_groups() -> tuple[str, ...]:
+    """The packaged config groups (recipe, preprocess, seed, ...): `+group=option` appends pass to Hydra."""
+    return tuple(sorted(p.name for p in files("lvdtool.configs").iterdir() if p.is_dir() and not p.name.startswith("_")))
+
+
 def compose_config(config_name: str, overrides: list[str], schema: type[T]) -> tuple[T, dict[str, Any]]:
-    """Compose `configs/<config_name>.yaml` with overrides; validate against `schema` (a dataclass).
+    """Compose `configs/<config_name>.yaml` with overrides; validate against `schema` (a dataclass)
+    and its value rules (config_rules), before the stage creates anything.
 
     Returns the typed config and the resolved plain dict stored in the output manifest (its path
     keys absolute: see config_paths).
     """
+    stage = stage_of(config_name)
     for o in overrides:
         _check_override(o)
+    overrides = plain_appends(stage, list(overrides), schema, config_groups())
     try:
         structured = OmegaConf.structured(schema)
         _writable(structured)  # frozen dataclasses become read-only nodes; overrides must still land
@@ -56,9 +69,14 @@ def compose_config(config_name: str, overrides: list[str], schema: type[T]) -> t
         key = getattr(exc, "full_key", None)
         where = f" (key {key})" if key else ""
         raise ConfigError(f"config {config_name}{where}: {first}") from None
+    except (TypeError, dataclasses.FrozenInstanceError) as exc:
+        # a value the dataclass cannot take (a `+key` is checked above; this is the backstop)
+        text = (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(f"config {stage}: {type(exc).__name__}: {text}") from None
     if not dataclasses.is_dataclass(typed):
         raise ConfigError(f"config {config_name}: did not produce a {schema.__name__}")
-    resolved = absolute_paths(stage_of(config_name), resolved)  # the run's identity, whatever the cwd
+    check_values(stage, typed, rules_of)
+    resolved = absolute_paths(stage, resolved)  # the run's identity, whatever the cwd
     return typed, resolved  # type: ignore[return-value]
 
 

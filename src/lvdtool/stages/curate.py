@@ -236,6 +236,9 @@ def _run(cfg: CurateConfig, resolved: dict[str, Any], overwrite: bool, ranks: St
         if s.artifact.dim != art.dim:
             raise InputError(f"{s.path}: seed set {s.name} has {s.artifact.dim}-d embeddings, the pool {art.dim}-d")
         refs.append(input_ref(s.path, s.artifact.manifest, role=f"seed:{s.name}"))
+    # option errors before the output exists
+    backend = select_backend(cfg.device, cfg.engine, cfg.precision)
+    km = kmeans_config(cfg.kmeans, cfg.engine, cfg.device, cfg.precision, cfg.search.chunk_rows)
 
     def open_out(overwrite: bool) -> ShardedOutput:
         return ShardedOutput(cfg.out, kind="selection", stage="curate", config=resolved, inputs=refs, overwrite=overwrite,
@@ -247,11 +250,9 @@ def _run(cfg: CurateConfig, resolved: dict[str, Any], overwrite: bool, ranks: St
     if out.already_complete:
         console.print(f"{cfg.out}: already complete, nothing to do")
         return out.manifest.stats
-    backend = select_backend(cfg.device, cfg.engine, cfg.precision)
     work = WorkState(out.dir)
     rows = _pool_rows(art, selection, work, ranks)
     pool = Pool(art, RowKeys(art, rows), rows, RowSubset(art, rows) if selection is not None else art, art.num_vectors)
-    km = kmeans_config(cfg.kmeans, cfg.engine, cfg.device, cfg.precision, cfg.search.chunk_rows)
     names = [s.name for s in sets] + ([BALANCED] if cfg.method == "hkmeans" else [])
     state: dict[str, Any] = {}
 

@@ -140,6 +140,7 @@ def _run(cfg: DedupConfig, resolved: dict[str, Any], overwrite: bool, ranks: Sta
     eval_arts = _open_benchmarks(benchmarks, emb.dim)
     inputs = [input_ref(cfg.embeddings, emb.manifest, role="embeddings")]
     inputs += [input_ref(b.path, a.manifest, role=f"against:{b.name}") for b, a in zip(benchmarks, eval_arts)]
+    backend = select_backend(cfg.device, cfg.engine, cfg.precision)  # before the output exists
 
     def open_out(overwrite: bool) -> ShardedOutput:
         return ShardedOutput(cfg.out, kind="selection", stage="dedup", config=resolved, inputs=inputs, overwrite=overwrite,
@@ -151,7 +152,6 @@ def _run(cfg: DedupConfig, resolved: dict[str, Any], overwrite: bool, ranks: Sta
     if out.already_complete:
         console.print(f"{cfg.out}: already complete, nothing to do")
         return out.manifest.stats
-    backend = select_backend(cfg.device, cfg.engine, cfg.precision)
     images = emb.manifest.extra.get("images")
     work = WorkState(out.dir)
     searcher = PoolSearcher(emb, cfg.search, backend)

@@ -148,6 +148,9 @@ def _autocast(device: torch.device, enabled: bool):
 
 def vit_embedder(cfg: EmbedConfig, device: torch.device) -> Embedder:
     model, identity = build_model(cfg)
+    patch = model.config.patch_size
+    if cfg.resolution % patch:  # checked here, before the output exists: the patch size is the model's
+        raise ConfigError(f"embed: resolution={cfg.resolution}: must be a positive multiple of the patch size {patch}")
     model.to(device)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
 
