@@ -11,9 +11,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lvdtool.artifacts.manifest import Manifest, open_input
+from lvdtool.artifacts.tables import read_table
 from lvdtool.errors import ArtifactError
 
 
@@ -57,13 +57,13 @@ class EmbeddingsArtifact:
         p = self.shard_path(shard)
         if not p.exists():
             raise ArtifactError(f"{p}: embeddings shard {shard} is missing")
-        table = pq.read_table(p)
+        table = read_table(p, what=f"embeddings shard {shard}")
         return table.column("key").to_pylist(), vectors_of(table, self.dim)
 
     def keys(self) -> list[str]:
         out: list[str] = []
         for s in self.shards:
-            out += pq.read_table(self.shard_path(s), columns=["key"]).column("key").to_pylist()
+            out += read_table(self.shard_path(s), columns=["key"], what=f"embeddings shard {s}").column("key").to_pylist()
         return out
 
     def load(self, dtype=np.float32) -> tuple[list[str], np.ndarray]:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lvdtool.artifacts.fingerprint import file_sha256
 from lvdtool.artifacts.manifest import Manifest, open_input
+from lvdtool.artifacts.tables import read_table
 from lvdtool.artifacts.sharded_output import DONE_SUFFIX, WORK_DIR
 from lvdtool.errors import ArtifactError
 
@@ -147,7 +147,7 @@ class ImagesArtifact:
             p = self.index_path(s)
             if not p.exists():
                 raise ArtifactError(f"{p}: index of shard {s} is missing")
-            tables.append(pq.read_table(p, columns=columns))
+            tables.append(read_table(p, columns=columns, what=f"index of shard {s}"))
         if not tables:
             return INDEX_SCHEMA.empty_table() if columns is None else INDEX_SCHEMA.empty_table().select(columns)
         return pa.concat_tables(tables, promote_options="permissive")

@@ -74,6 +74,8 @@ class Manifest:
             )
         except KeyError as exc:
             raise ArtifactError(f"{source}: manifest lacks the key {exc.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as exc:  # not an object, or a value of the wrong type
+            raise ArtifactError(f"{source}: malformed manifest ({type(exc).__name__}: {exc})") from None
 
     def write(self, directory: str | Path) -> None:
         atomic_write_json(Path(directory) / MANIFEST_NAME, self.to_dict())
@@ -89,6 +91,8 @@ def read_manifest(directory: str | Path) -> Manifest:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: unreadable manifest ({exc})") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: unreadable manifest ({exc.strerror or exc})") from None
     manifest = Manifest.from_dict(data, source=str(path))
     if manifest.format_version > FORMAT_VERSION:
         raise ArtifactError(f"{path}: format version {manifest.format_version} is newer than this lvd understands")

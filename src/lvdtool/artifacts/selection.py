@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from lvdtool.artifacts.manifest import Manifest, open_input
+from lvdtool.artifacts.tables import read_table
 from lvdtool.errors import ArtifactError
 
 
@@ -67,7 +67,7 @@ class Selection:
         p = self.shard_path(shard)
         if not p.exists():
             raise ArtifactError(f"{p}: selection shard {shard} is missing")
-        col = pq.read_table(p, columns=["key"]).column("key")
+        col = read_table(p, columns=["key"], what="selection shard").column("key")
         keys = np.array(col.to_pylist(), dtype=bytes) if len(col) else np.zeros(0, dtype="S1")
         if len(keys) != self.rows[shard]:
             raise ArtifactError(f"{p}: {len(keys)} keys but the manifest counts {self.rows[shard]}")
@@ -105,5 +105,5 @@ def read_selection(path: str | Path) -> tuple[Manifest, set[str]]:
         p = Path(path) / "shards" / f"{shard['name']}.parquet"
         if not p.exists():
             raise ArtifactError(f"{p}: selection shard {shard['name']} is missing")
-        keys.update(pq.read_table(p, columns=["key"]).column("key").to_pylist())
+        keys.update(read_table(p, columns=["key"], what="selection shard").column("key").to_pylist())
     return manifest, keys

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lvdtool.artifacts.embeddings import EmbeddingsArtifact
+from lvdtool.artifacts.tables import read_table
 from lvdtool.artifacts.keys import key_bytes  # noqa: F401  (re-exported: curation reads keys through here)
 from lvdtool.errors import ArtifactError
 
@@ -51,7 +51,7 @@ def read_shard_keys(emb: EmbeddingsArtifact, shard: str, rows: int | None = None
     if not path.exists():
         raise ArtifactError(f"{path}: embeddings shard {shard} is missing")
     try:
-        keys = key_bytes(pq.read_table(path, columns=["key"]).column("key"))
+        keys = key_bytes(read_table(path, columns=["key"], what="embeddings shard").column("key"))
     except ArtifactError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
     if rows is not None and len(keys) != rows:
