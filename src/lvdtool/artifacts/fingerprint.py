@@ -48,7 +48,11 @@ def directory_fingerprint(root: str | os.PathLike, suffixes: frozenset[str] | No
             if suffixes is not None and Path(name).suffix.lower() not in suffixes:
                 continue
             p = Path(dirpath) / name
-            entries.append((p.relative_to(root).as_posix(), p.stat().st_size))
+            try:
+                size = p.stat().st_size
+            except OSError:  # a dangling symlink or unreadable entry: ingested as a failed record
+                size = -1
+            entries.append((p.relative_to(root).as_posix(), size))
     for rel, size in sorted(entries):
         h.update(f"{rel}\0{size}\n".encode())
     return "tree:" + h.hexdigest()[:32]

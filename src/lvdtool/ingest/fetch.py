@@ -289,7 +289,8 @@ def read_file(path: str | os.PathLike[str], max_bytes: int) -> FetchResult:
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)  # +1: the file may have grown since stat
     except FileNotFoundError:
-        return FetchResult(MISSING, error="no such file", final_url=str(path))
+        error = f"dangling symlink to {os.readlink(path)}" if path.is_symlink() else "no such file"
+        return FetchResult(MISSING, error=error, final_url=str(path))
     except OSError as exc:
         return FetchResult(READ_ERROR, error=exc.strerror or _describe(exc), final_url=str(path))
     if len(data) > max_bytes:
