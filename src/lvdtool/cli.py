@@ -1,6 +1,8 @@
 """The `lvd` command line: one command per stage; options are sugar for Hydra `key=value` overrides."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
 import traceback
@@ -34,11 +36,18 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (also after the command, or LVD_DEBUG=1)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the command's summary as one JSON object on stdout (human output: stderr)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     if debug:
         _state["debug"] = True
+
+
+def _finish(command: str, out: Optional[Path], summary: Any) -> Any:
+    """Record a command's summary for --json: {"command", "out" (absolute), "summary"}."""
+    _state["result"] = {"command": command, "out": os.path.abspath(out) if out is not None else None, "summary": summary}
+    return summary
 
 
 @app.command("crawl-ingest", context_settings=OVERRIDES, epilog=EPILOG.format(stage="crawl-ingest"))
@@ -72,7 +81,7 @@ def crawl_ingest(
             "process.keep_original": keep_original,
         }
     )
-    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+    _finish("crawl-ingest", out, stage.main(overrides + list(ctx.args), overwrite=overwrite))
 
 
 @app.command("embed", context_settings=OVERRIDES, epilog=EPILOG.format(stage="embed"))
@@ -95,7 +104,7 @@ def embed(
         images=str(images), out=str(out), weights=str(weights) if weights else None, arch=arch,
         selection=str(selection) if selection else None, token=token, batch_size=batch_size,
     )
-    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+    _finish("embed", out, stage.main(overrides + list(ctx.args), overwrite=overwrite))
 
 
 @app.command("probe", context_settings=OVERRIDES, epilog=EPILOG.format(stage="probe"))
@@ -167,7 +176,7 @@ def pretrain(
         "init": str(init) if init else None, "train.epochs": epochs, "train.seed": seed,
         "parallel.precision": precision, "parallel.compile": compile, "parallel.activation_checkpointing": activation_checkpointing,
     })
-    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+    _finish("pretrain", out, stage.main(overrides + list(ctx.args), overwrite=overwrite))
 
 
 @app.command("hires-adapt", context_settings=OVERRIDES, epilog=EPILOG.format(stage="hires-adapt"))
@@ -193,7 +202,7 @@ def hires_adapt(
         "from_run": str(from_run), **_training_keys(images, selection, out, iterations, batch_size, workers, device),
         "hires_recipe": recipe, "crops.global_crops_size": size,
     })
-    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+    _finish("hires-adapt", out, stage.main(overrides + list(ctx.args), overwrite=overwrite))
 
 
 @app.command("distill", context_settings=OVERRIDES, epilog=EPILOG.format(stage="distill"))
@@ -220,7 +229,7 @@ def distill(
         "distill.teacher": str(teacher), "distill.students": list(arch or []), "distill_recipe": recipe,
         **_training_keys(images, selection, out, iterations, batch_size, workers, device), "train.epochs": epochs,
     })
-    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+    _finish("distill", out, stage.main(overrides + list(ctx.args), overwrite=overwrite))
 
 
 # stage command -> (config name, module path, schema attribute); used by `lvd config`
@@ -255,7 +264,7 @@ def dedup(
 
     overrides = sugar(**{"embeddings": str(embeddings), "against": list(against or []), "out": str(out), "threshold": threshold,
                          "against_threshold": against_threshold, "k": k, "search.index": index, "representative": representative})
-    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+    _finish("dedup", out, stage.main(overrides + list(ctx.args), overwrite=overwrite))
 
 
 @app.command("curate", context_settings=OVERRIDES, epilog=EPILOG.format(stage="curate"))
@@ -279,7 +288,7 @@ def curate(
     overrides = sugar(**{"pool": str(pool), "seeds": list(seed or []), "seed_paths": [str(p) for p in seed_path or []],
                          "selection": str(selection) if selection else None, "out": str(out), "method": method,
                          "hkmeans.target": target, "search.index": index, "dry_run": True if dry_run else None})
-    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+    _finish("curate", out, stage.main(overrides + list(ctx.args), overwrite=overwrite))
 
 
 @app.command("config")
@@ -293,7 +302,11 @@ def show_config(stage: str = typer.Argument(..., help="A stage command, e.g. cra
     if stage not in STAGE_CONFIGS:
         raise ConfigError(f"no stage {stage!r} (stages with configs: {', '.join(STAGE_CONFIGS)})")
     name, module, schema = STAGE_CONFIGS[stage]
-    typer.echo(default_config_yaml(name, getattr(importlib.import_module(module), schema)), nl=False)
+    text = default_config_yaml(name, getattr(importlib.import_module(module), schema))
+    typer.echo(text, nl=False)
+    import yaml
+
+    _finish("config", None, yaml.safe_load(text))
 
 
 @app.command("index-offsets")
@@ -301,7 +314,7 @@ def index_offsets(images: Path = typer.Option(..., "--images", help="Images arti
     """Record each image's byte offset for artifacts ingested without them (rank-split under torchrun/srun; restartable)."""
     from lvdtool.stages import index_offsets as stage
 
-    stage.run(images)
+    _finish("index-offsets", None, stage.run(images))
 
 
 @app.command("inspect")
@@ -314,20 +327,59 @@ def inspect(
     """Summarise an artifact: manifest, counts per status and reason; optional image grid."""
     from lvdtool.stages import inspect as stage
 
-    stage.main(path, grid=grid, n=n, seed=seed)
+    _finish("inspect", None, stage.main(path, grid=grid, n=n, seed=seed))
 
 
-def main() -> None:
+def _take_flag(args: list[str], flag: str) -> tuple[list[str], bool]:
+    """`args` without `flag` (anywhere before a `--`), and whether it was there: --debug and --json
+    are accepted before the command and after it."""
+    end = args.index("--") if "--" in args else len(args)
+    kept = [a for a in args[:end] if a != flag] + args[end:]
+    return kept, len(kept) != len(args)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return value.item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _error_line(exc: BaseException) -> tuple[str, int]:
+    if isinstance(exc, LvdError):
+        return one_line(exc), exc.exit_code
+    if isinstance(exc, OSError):  # a path the OS refused (permissions, a full disk, a file where a folder goes)
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or type(exc).__name__}", 1
+    return "interrupted", 130
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args, debug = _take_flag(list(sys.argv[1:] if argv is None else argv), "--debug")
+    args, as_json = _take_flag(args, "--json")
+    if debug:
+        _state["debug"] = True
+    code: Any = 0
+    error: Optional[str] = None
     try:
-        app()
-    except LvdError as exc:
-        if _state["debug"]:
+        # with --json, stdout carries only the JSON object: everything else the run prints goes to stderr
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            app(args=args, prog_name="lvd")
+    except SystemExit as exc:
+        code = exc.code if exc.code is not None else 0
+    except (LvdError, OSError, KeyboardInterrupt) as exc:
+        if _state["debug"] and not isinstance(exc, KeyboardInterrupt):
             traceback.print_exc()
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        error, code = _error_line(exc)
+        print(f"error: {error}", file=sys.stderr)
+    if as_json and (code == 0 or error is not None):
+        command = next((a for a in args if not a.startswith("-")), None)
+        result = _state.get("result") or {"command": command, "out": None, "summary": None}
+        if error is not None:
+            result = {**result, "error": error, "exit_code": code}
+        print(json.dumps(result, sort_keys=True, default=_jsonable))
+    sys.exit(code)
 
 
 if __name__ == "__main__":
