@@ -11,7 +11,7 @@ from lvdtool.artifacts.images import ImagesArtifact
 from lvdtool.artifacts.manifest import read_manifest
 from lvdtool.artifacts.stats import count
 from lvdtool.console import console, print_summary
-from lvdtool.errors import ArtifactError
+from lvdtool.errors import ArtifactError, ConfigError
 from lvdtool.eval.contact_sheet import contact_sheet, save_png
 
 
@@ -27,6 +27,8 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
 
 
 def main(path: Path, grid: Path | None = None, n: int = 48, seed: int = 0) -> dict:
+    if n < 1:
+        raise ConfigError(f"inspect: --n {n}: must be >= 1 (images in the contact sheet)")
     manifest = read_manifest(path)
     rows = sum(s.get("rows", 0) for s in manifest.shards)
     size = sum(s.get("bytes", 0) for s in manifest.shards)
