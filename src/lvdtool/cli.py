@@ -351,7 +351,9 @@ def _error_line(exc: BaseException) -> tuple[str, int]:
         return one_line(exc), exc.exit_code
     if isinstance(exc, OSError):  # a path the OS refused (permissions, a full disk, a file where a folder goes)
         where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{exc.strerror or type(exc).__name__}", 1
+        # no strerror: e.g. re-raised from a DataLoader worker with the worker's traceback as its text
+        text = exc.strerror or ([ln for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__])[-1].strip()
+        return f"{where}{text}", 1
     return "interrupted", 130
 
 

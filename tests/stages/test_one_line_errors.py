@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lvd_runner import lvd
+from lvdtool.cli import _error_line
 from lvdtool.artifacts import ImagesArtifact
 from lvdtool.artifacts.embeddings import EmbeddingsArtifact
 from lvdtool.errors import ArtifactError
@@ -142,3 +143,15 @@ def test_json_prints_one_object_on_stdout(tmp_path, artifacts):
     assert failed.returncode == 2
     assert error == {"command": "embed", "out": None, "summary": None, "exit_code": 2,
                      "error": "config embed: resolution=0: must be >= 1"}
+
+
+def test_an_os_error_is_its_path_and_reason_even_from_a_worker(tmp_path):
+    try:
+        open(tmp_path / "absent" / "x.parquet", "rb")
+    except OSError as exc:
+        assert _error_line(exc) == (f"{tmp_path / 'absent' / 'x.parquet'}: No such file or directory", 1)
+    # how torch's DataLoader re-raises a worker's OSError: the same type, the worker's traceback as its text
+    wrapped = FileNotFoundError("Caught FileNotFoundError in DataLoader worker process 0.\nOriginal Traceback "
+                                "(most recent call last):\n  File \"x.py\", line 1\n"
+                                "FileNotFoundError: [Errno 2] No such file or directory: '/data/shard-000003.tar'\n")
+    assert _error_line(wrapped) == ("FileNotFoundError: [Errno 2] No such file or directory: '/data/shard-000003.tar'", 1)
