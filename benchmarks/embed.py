@@ -47,7 +47,8 @@ def make_images(root: Path, n: int, distinct: int, shard_size: int, processes: i
     for i, path in enumerate(jpegs[distinct:], start=distinct):
         os.link(jpegs[i % distinct], path)  # same bytes, another record (dedup is off)
     out = root / "images"
-    subprocess.run([str(Path(sys.executable).with_name("lvd")), "crawl-ingest", "--dir", str(src), "--out", str(out),
+    lvd = [sys.executable, "-c", "from lvdtool.cli import main; main()"]  # `lvd`, with or without its script installed
+    subprocess.run([*lvd, "crawl-ingest", "--dir", str(src), "--out", str(out),
                     "--shard-size", str(shard_size), "--processes", str(processes), "--keep-original",
                     "dedup.perceptual=false", "dedup.exact=false"],
                    check=True, env={**os.environ, "LVD_QUIET": "1"}, stdout=subprocess.DEVNULL)

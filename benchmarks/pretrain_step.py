@@ -121,7 +121,8 @@ def bench(arch: str, batch: int, args: argparse.Namespace, env: DistEnv, share: 
         sync()
         warm_s = min(warm_s, time.perf_counter() - started)
     left = share - (time.perf_counter() - began)
-    steps = args.steps if left == float("inf") else max(1, min(args.steps, int(left / warm_s)))
+    # at least 3 timed steps (or --steps) even past the share: fewer would time noise; the suite's timeout guards
+    steps = args.steps if left == float("inf") else max(min(3, args.steps), min(args.steps, int(left / warm_s)))
     started = time.perf_counter()
     for _ in range(steps):
         train_step(meta, optimizer, data, values, cfg.optim.clip_grad)
