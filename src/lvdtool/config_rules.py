@@ -178,7 +178,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "lvdtool.train.config.TrainSection": {
         "batch_size_per_gpu": POSITIVE_INT, "epochs": NON_NEGATIVE, "iterations": POSITIVE_INT, "epoch_length": POSITIVE_INT,
         "seed": NON_NEGATIVE, "log_every": POSITIVE_INT, "collapse_window": POSITIVE_INT,
-        "collapse_tolerance": Range(0, 1, lo_open=True, hi_open=True),
+        "collapse_tolerance": Range(0, 1, lo_open=True, hi_open=True), "tensorboard": Choice(("auto", "on", "off")),
     },
     "lvdtool.train.config.ParallelSection": {
         "device": Choice(("auto", "cpu", "cuda")), "precision": PRECISION, "peak_tflops": ABOVE_ZERO,

@@ -87,6 +87,7 @@ def test_every_packaged_preset_passes_the_checks():
     ("pretrain", "crops.flip_prob=1.5", "config pretrain: crops.flip_prob=1.5: must be in [0, 1]"),
     ("pretrain", "ibot.mask_ratio=[0.1,1.5]", "config pretrain: ibot.mask_ratio[1]=1.5: must be in [0, 1]"),
     ("pretrain", "train.batch_size_per_gpu=0", "config pretrain: train.batch_size_per_gpu=0: must be >= 1"),
+    ("pretrain", "train.tensorboard=yes", "config pretrain: train.tensorboard='yes': expected one of auto, on, off"),
     ("pretrain", "model.arch=vit_nope", "config pretrain: model.arch='vit_nope': expected one of"),
     ("hires_adapt", "crops.global_crops_size=0", "config hires-adapt: crops.global_crops_size=0: must be >= 1"),
     ("distill", "distill.students=[vit_nope]", "config distill: distill.students[0]='vit_nope': expected one of"),
