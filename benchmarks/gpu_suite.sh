@@ -40,6 +40,11 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+if [ "$SMOKE" = 0 ] && ! command -v "${NVIDIA_SMI:-nvidia-smi}" >/dev/null; then
+  # the full run installs wheels into $PY's environment: not on a development machine
+  echo "gpu_suite.sh: no GPU here (${NVIDIA_SMI:-nvidia-smi} not found): run it on the GPU machine, or use --cpu-smoke" >&2
+  exit 2
+fi
 OUT=${OUT:-$REPO/reports/gpu_suite}
 if [ -z "${WORK:-}" ]; then WORK=$(mktemp -d /tmp/lvd-gpu-suite.XXXXXX); OWN_WORK=1; else OWN_WORK=0; fi
 mkdir -p "$OUT" "$WORK"
