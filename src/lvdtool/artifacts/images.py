@@ -15,10 +15,9 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from lvdtool.artifacts.fingerprint import file_sha256
 from lvdtool.artifacts.manifest import Manifest, open_input
 from lvdtool.artifacts.tables import read_table
-from lvdtool.artifacts.sharded_output import DONE_SUFFIX, WORK_DIR
+from lvdtool.artifacts.verify import verify_shard
 from lvdtool.errors import ArtifactError
 
 IMAGE_EXTS = ("jpg", "png", "webp")
@@ -133,6 +132,7 @@ class ImagesArtifact:
         self.path = Path(path)
         self.manifest = manifest or open_input(self.path, "images")
         self.shards = [s["name"] for s in self.manifest.shards]
+        self._rows = {s["name"]: int(s["rows"]) for s in self.manifest.shards if "rows" in s}
 
     def tar_path(self, shard: str) -> Path:
         return self.path / "shards" / f"{shard}.tar"
@@ -153,25 +153,32 @@ class ImagesArtifact:
         return pa.concat_tables(tables, promote_options="permissive")
 
     def verify_tar(self, shard: str) -> None:
-        """`verify=full`: the tar's sha256 against the one its ingest recorded (the shard's completion
-        marker, whose hash the manifest's shard checksum covers). Reads the whole tar."""
-        marker = self.path / WORK_DIR / f"{shard}{DONE_SUFFIX}"
-        rel = f"shards/{shard}.tar"
-        try:
-            recorded = json.loads(marker.read_text())["files"][rel]["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise ArtifactError(f"{marker}: no recorded sha256 of {rel} (verify=full needs the ingest's markers)") from None
-        if file_sha256(self.tar_path(shard)) != recorded:
-            raise ArtifactError(f"{self.tar_path(shard)}: sha256 differs from the one recorded at ingest "
-                                f"(shard {shard} is damaged)")
+        """`verify=full` for one shard: its files' sha256 against those its ingest recorded (the
+        shard's completion marker and the manifest's checksum; see artifacts/verify.py). Reads the tar."""
+        verify_shard(self.path, self._entry(shard), "full")
+
+    def _entry(self, shard: str) -> dict[str, Any]:
+        entry = next((s for s in self.manifest.shards if s["name"] == shard), None)
+        if entry is None:
+            raise ArtifactError(f"{self.path}: no shard {shard} in the manifest")
+        return entry
 
     def ok_keys(self, shard: str) -> set[str]:
+        return self._index_keys(shard)[0]
+
+    def _index_keys(self, shard: str) -> tuple[set[str], set[str]]:
+        """(ok keys, every key) of one shard's index, which must hold the manifest's row count."""
         t = self.read_index(shard, columns=["key", "status"])
-        return {k for k, s in zip(t.column("key").to_pylist(), t.column("status").to_pylist()) if s == "ok"}
+        rows = self._rows.get(shard)
+        if rows is not None and len(t) != rows:
+            raise ArtifactError(f"{self.index_path(shard)}: {len(t)} rows, but the manifest counts {rows} "
+                                f"for shard {shard}")
+        keys = t.column("key").to_pylist()
+        return {k for k, s in zip(keys, t.column("status").to_pylist()) if s == "ok"}, set(keys)
 
     def iter_shard(self, shard: str, keys: set[str] | None = None) -> Iterator[ImageSample]:
         """Stream the ok images of one shard in stored order, optionally only `keys`."""
-        wanted = self.ok_keys(shard)
+        wanted, listed = self._index_keys(shard)
         if keys is not None:
             wanted &= keys
         path = self.tar_path(shard)
@@ -185,6 +192,9 @@ class ImagesArtifact:
             try:
                 for member in tar:
                     stem, _, ext = member.name.rpartition(".")
+                    if stem not in listed:  # a member renamed, or a tar that is not this index's
+                        raise ArtifactError(f"{path}: shard {shard} is damaged: its member {member.name} "
+                                            f"names key {stem}, which the index does not list")
                     if stem not in wanted or stem in done or not member.isfile():
                         continue
                     data = tar.extractfile(member).read()
@@ -196,6 +206,9 @@ class ImagesArtifact:
                             meta = json.loads(entry["json"])
                         except ValueError:
                             raise ArtifactError(f"{path}: key {stem} has an unreadable JSON member") from None
+                        if isinstance(meta, dict) and meta.get("key", stem) != stem:
+                            raise ArtifactError(f"{path}: shard {shard} is damaged: the JSON member of key {stem} "
+                                                f"is that of key {meta.get('key')}")
                         yield ImageSample(key=stem, ext=img_ext, data=entry[img_ext], meta=meta, shard=shard)
                         done.add(stem)
                         del pending[stem]

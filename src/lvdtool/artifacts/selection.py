@@ -1,7 +1,8 @@
 """The `selection` artifact: a subset of an images artifact by key, with per-row columns.
 
 shards/<shard>.parquet   at least a `key` column; dedup adds group/representative/similarity,
-                         curate adds seed/query key/similarity/cluster. Manifest extra: `images`.
+                         curate adds seed/query key/similarity/cluster. Manifest extra: `images`
+                         and `images_fingerprint` (the images artifact whose keys these are).
 
 Shard contract: selection shard <S> holds only keys of shard <S> of the images artifact (dedup and
 curate write one selection shard per pool embeddings shard, and embed names its shards after the
@@ -18,7 +19,8 @@ import numpy as np
 
 from lvdtool.artifacts.manifest import Manifest, open_input
 from lvdtool.artifacts.tables import read_table
-from lvdtool.errors import ArtifactError
+from lvdtool.artifacts.verify import images_identity
+from lvdtool.errors import ArtifactError, InputError
 
 
 class Selection:
@@ -30,6 +32,7 @@ class Selection:
         self.rows = {s["name"]: int(s["rows"]) for s in self.manifest.shards}
         self._all: np.ndarray | None = None  # set when the shard names do not follow the images artifact's
         self._checked = False  # check_shards found every shard name among the images shards
+        self._matched: set[str] = set()  # artifacts check_images accepted
 
     @property
     def aligned(self) -> bool:
@@ -44,10 +47,12 @@ class Selection:
         return self.path / "shards" / f"{shard}.parquet"
 
     def check_shards(self, image_shards: list[str], images_path: str | Path) -> bool:
-        """Match the selection's shards to the images artifact read with it. True: shard-by-shard joins.
-        False (a hand-made selection whose shard names are not the images shards'): every key is
-        loaded once, sorted. A selection recorded as made from another images artifact is refused."""
+        """Match the selection's shards to the images artifact read with it (`images_path`: that
+        artifact, or embeddings made from it). True: shard-by-shard joins. False (a hand-made
+        selection whose shard names are not the images shards'): every key is loaded once, sorted.
+        A selection recorded as made from other images is refused (see check_images)."""
         if set(self.rows) <= set(image_shards):
+            self.check_images(images_path)
             self._checked = True
             return True
         made_from = self.manifest.extra.get("images")
@@ -55,8 +60,32 @@ class Selection:
             unknown = sorted(set(self.rows) - set(image_shards))
             raise ArtifactError(f"{self.path}: selection shard {unknown[0]} is not a shard of {images_path} "
                                 f"(the selection was made from {made_from})")
+        self.check_images(images_path)
         self._load_all()
         return False
+
+    def check_images(self, read_path: str | Path) -> None:
+        """Refuse to apply the selection to images other than those its keys name. dedup and curate
+        record the images artifact (extra.images) and its fingerprint (extra.images_fingerprint);
+        `read_path` is the images artifact read, or an embeddings artifact (then the images it was
+        embedded from count). A selection without a fingerprint (hand-made, older lvd) is checked by
+        the path it names, if any."""
+        if str(read_path) in self._matched:
+            return
+        made_from = self.manifest.extra.get("images")
+        made_fp = self.manifest.extra.get("images_fingerprint")
+        images, fingerprint = images_identity(read_path)
+        if images is None and fingerprint is None:
+            return
+        shown = images or read_path
+        if made_fp and fingerprint and made_fp != fingerprint:
+            raise ArtifactError(f"{self.path}: selection of images {made_from} (fingerprint {made_fp}) applied to "
+                                f"{shown} (fingerprint {fingerprint}): its keys name other images; make the "
+                                "selection from these images")
+        if not made_fp and made_from and images and Path(made_from).resolve() != Path(images).resolve():
+            raise ArtifactError(f"{self.path}: selection of images {made_from} applied to {shown}: its keys name "
+                                "other images; make the selection from these images")
+        self._matched.add(str(read_path))
 
     def _load_all(self) -> None:
         if self._all is None:
@@ -86,14 +115,23 @@ class Selection:
         keys.sort()
         return keys
 
-    def mask(self, shard: str, keys: np.ndarray) -> np.ndarray:
-        """Which of `keys` (any order, bytes or str) the selection keeps, by a sorted join."""
+    def mask(self, shard: str, keys: np.ndarray, where: str | None = None, strict: bool = True) -> np.ndarray:
+        """Which of `keys` (any order, bytes or str; all the keys of shard `shard` that the reader
+        has, `where` names them) the selection keeps, by a sorted join. `strict`: every selected key
+        of the shard must be among them (checked shard by shard when the shards are joined one by one)."""
         selected = self.shard_keys(shard)
         keys = np.asarray(keys).astype(bytes) if np.asarray(keys).dtype.kind != "S" else np.asarray(keys)
         if not len(selected) or not len(keys):
-            return np.zeros(len(keys), dtype=bool)
-        at = np.minimum(np.searchsorted(selected, keys), len(selected) - 1)
-        return selected[at] == keys
+            keep = np.zeros(len(keys), dtype=bool)
+        else:
+            at = np.minimum(np.searchsorted(selected, keys), len(selected) - 1)
+            keep = selected[at] == keys
+        if strict and self.aligned and int(keep.sum()) != len(selected):
+            missing = np.setdiff1d(selected, keys)
+            first = missing[0].decode("utf-8", "replace") if len(missing) else "?"
+            raise InputError(f"{self.shard_path(shard)}: {len(missing)} of its keys are not in {where or f'shard {shard}'} "
+                             f"(first: {first}; a selection of other images?)")
+        return keep
 
 
 def read_selection(path: str | Path) -> tuple[Manifest, set[str]]:
@@ -105,5 +143,8 @@ def read_selection(path: str | Path) -> tuple[Manifest, set[str]]:
         p = Path(path) / "shards" / f"{shard['name']}.parquet"
         if not p.exists():
             raise ArtifactError(f"{p}: selection shard {shard['name']} is missing")
-        keys.update(read_table(p, columns=["key"], what="selection shard").column("key").to_pylist())
+        shard_keys = read_table(p, columns=["key"], what="selection shard").column("key").to_pylist()
+        if len(shard_keys) != int(shard["rows"]):
+            raise ArtifactError(f"{p}: {len(shard_keys)} keys but the manifest counts {shard['rows']}")
+        keys.update(shard_keys)
     return manifest, keys

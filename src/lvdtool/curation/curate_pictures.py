@@ -60,7 +60,7 @@ def write_pictures(
     cluster_size_histograms(before, after, report_dir / "cluster_sizes.png",
                             f"images per pool cluster ({n_clusters:,} clusters), before and after curation")
     pictures = ["cluster_sizes.png"]
-    pool_lookup = ImageLookup(pool_artifact.manifest.extra.get("images"))
+    pool_lookup = ImageLookup.of_embeddings(pool_artifact.manifest)
     notes = [] if pool_lookup.available else [f"pool images not shown: {pool_lookup.problem}"]
 
     selected_clusters = assignment[union.pool_rows]
@@ -71,7 +71,7 @@ def write_pictures(
 
     examples, lookups = [], {}
     for s, result in zip(sets, results):
-        lookups[s.name] = ImageLookup(s.artifact.manifest.extra.get("images"))
+        lookups[s.name] = ImageLookup.of_embeddings(s.artifact.manifest)
         if not lookups[s.name].available:
             notes.append(f"seed set {s.name} images not shown: {lookups[s.name].problem}")
         examples += [(s.name, ex) for ex in _examples(s, result, pool_keys, assignment, report.examples, report.neighbours)]

@@ -1,7 +1,10 @@
 """Images by key for report pictures, read from the images artifact an embeddings manifest names.
 
 Reports must not fail because pictures are unavailable (embeddings made elsewhere, images moved):
-a missing artifact or key gives a grey placeholder tile and a note, never an error.
+a missing artifact or key gives a grey placeholder tile and a note, never an error. Nor may they
+show other images under these keys: an images artifact whose fingerprint is not the one the
+embeddings recorded (re-ingested since) is unavailable too, with that note. Every image shown is
+read by `ImagesArtifact.iter_shard`, which checks the tar against the index.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lvdtool.artifacts.images import ImagesArtifact
+from lvdtool.artifacts.manifest import Manifest
+from lvdtool.artifacts.verify import images_input
 from lvdtool.curation.keyed_rows import key_bytes
 from lvdtool.errors import ArtifactError
 
@@ -19,7 +24,8 @@ from lvdtool.errors import ArtifactError
 class ImageLookup:
     """Fetch image bytes by key, reading only the tar shards that hold the wanted keys."""
 
-    def __init__(self, images_path: str | None) -> None:
+    def __init__(self, images_path: str | None, fingerprint: str | None = None) -> None:
+        """`fingerprint`: the images artifact's as the embeddings recorded it (None: not checked)."""
         self.path = images_path
         self.problem: str | None = None
         self._artifact: ImagesArtifact | None = None
@@ -32,6 +38,16 @@ class ImageLookup:
                 self._artifact = ImagesArtifact(images_path)
             except ArtifactError as exc:
                 self.problem = str(exc)
+            if self._artifact is not None and fingerprint and self._artifact.manifest.fingerprint != fingerprint:
+                self.problem = (f"images artifact {images_path} is not the one embedded (fingerprint "
+                                f"{self._artifact.manifest.fingerprint}, recorded {fingerprint}): re-ingested since?")
+                self._artifact = None
+
+    @classmethod
+    def of_embeddings(cls, manifest: Manifest) -> "ImageLookup":
+        """The images an embeddings artifact was made from, checked against the fingerprint it recorded."""
+        ref = images_input(manifest)
+        return cls(manifest.extra.get("images"), ref.fingerprint if ref else None)
 
     @property
     def available(self) -> bool:

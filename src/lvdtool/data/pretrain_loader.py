@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lvdtool.artifacts.images import check_member_header
+from lvdtool.artifacts.images import ImagesArtifact, check_member_header
+from lvdtool.artifacts.selection import Selection
+from lvdtool.artifacts.verify import check_level, verify_input
 from lvdtool.data.augment import MultiCropAugment
 from lvdtool.data.augment.collate import attach_masks
 from lvdtool.data.decode import decode_rgb, to_uint8_chw
@@ -79,6 +81,24 @@ class ImageReader:
         if len(data) != size:
             raise ArtifactError(f"{self.table.shard_paths[shard_id]}: key {self.table.key(row)} is truncated")
         return data
+
+
+def check_training_inputs(images: ImagesArtifact, selection: Selection | None, level: str, env: Any = None) -> None:
+    """At every start, before the table is built or mapped: each rank checks its share of the images
+    shards (r, r+W, ...) against what ingest recorded (`level`: size or full, see artifacts/verify.py),
+    rank 0 the selection's shards, and every rank that the selection is one of these images. `env`
+    (a DistEnv) makes a failure on one rank every rank's error."""
+    rank, world = (env.rank, env.world_size) if env is not None else (0, 1)
+
+    def check() -> None:
+        check_level("data.verify", level)
+        verify_input(images.path, images.manifest, level, images.shards[rank::world])
+        if selection is not None:
+            if rank == 0:
+                verify_input(selection.path, selection.manifest, level)
+            selection.check_images(images.path)
+
+    env.run_on_all(check) if env is not None else check()
 
 
 class PretrainBatches(Dataset):

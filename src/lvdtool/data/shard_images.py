@@ -7,6 +7,8 @@ and can commit it. Images that fail to decode are reported in the batch's `faile
 With a selection, the worker that reads an images shard joins that shard's ok keys with the
 selection (`Selection.mask`: selection shard <S> holds keys of images shard <S>): Python objects for
 one shard's rows at most, never a global key set, and a shard with no selected key is not opened.
+Every image read is checked against the index by `ImagesArtifact.iter_shard` (the shard and the
+first missing or unexpected key are named otherwise).
 """
 from __future__ import annotations
 
@@ -51,13 +53,13 @@ class ShardBatches(IterableDataset):
 
     def _wanted(self, art: ImagesArtifact, selection: Selection | None, shard: str) -> set[str] | None:
         """The keys of this shard to read: its ok keys that the selection keeps (a sorted join), so the
-        set is at most one shard's rows whatever the selection's size or shard names."""
+        set is at most one shard's rows whatever the selection's size or shard names. A selected key
+        that is not an ok key of the shard is refused, naming both (a selection of other images)."""
         if selection is None:
             return self.keys
         ok = sorted(art.ok_keys(shard) if self.keys is None else art.ok_keys(shard) & self.keys)
-        if not ok:
-            return set()
-        keep = selection.mask(shard, np.array(ok, dtype=bytes))
+        keep = selection.mask(shard, np.array(ok, dtype=bytes), where=f"the ok keys of images shard {shard} of "
+                              f"{self.images_path}", strict=self.keys is None)
         return {k for k, m in zip(ok, keep.tolist()) if m}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -30,6 +30,7 @@ from lvdtool.artifacts.embeddings import EmbeddingsArtifact
 from lvdtool.artifacts.manifest import input_ref, open_input, read_manifest
 from lvdtool.artifacts.selection import Selection
 from lvdtool.artifacts.sharded_output import ShardedOutput
+from lvdtool.artifacts.verify import check_level, checked_images, images_input, verify_input
 from lvdtool.config import compose_config
 from lvdtool.console import console, print_summary, progress
 from lvdtool.curation.clustering import HKMeansConfig, KMeansOptions, balanced_subset, in_memory_if_small, kmeans_config, pool_kmeans
@@ -87,6 +88,7 @@ class CurateConfig:
     dry_run_dim: int | None = None  # ... and this embedding dimension instead of the pool's
     dry_run_flops: float = 3e11  # FLOP/s used to turn the estimate into hours (2 CPU cores here)
     report: ReportConfig = field(default_factory=ReportConfig)
+    verify: str = "size"  # inputs checked before reading: size (sizes, row counts) or full (+ sha256; reads them)
 
 
 @dataclass
@@ -113,7 +115,7 @@ def selected_rows(art: EmbeddingsArtifact, selection: Selection, first: int = 0,
         if not selection.rows.get(shard.name):
             continue
         keys = read_shard_keys(art, shard.name, shard.stop - shard.start)
-        mask = selection.mask(shard.name, keys)
+        mask = selection.mask(shard.name, keys, where=f"pool shard {shard.name} of {art.path}")
         found = int(mask.sum())
         if found != selection.rows[shard.name]:
             raise InputError(f"{selection.shard_path(shard.name)}: {selection.rows[shard.name] - found} of its keys are not in "
@@ -130,6 +132,20 @@ def _open_inputs(cfg: CurateConfig) -> tuple[EmbeddingsArtifact, Selection | Non
         selection = Selection(cfg.selection)
         refs.append(input_ref(cfg.selection, selection.manifest, role="selection"))
     return art, selection, refs
+
+
+def _check_inputs(cfg: CurateConfig, art: EmbeddingsArtifact, selection: Selection | None, sets: list[SeedSet]) -> None:
+    """Before reading (rank 0): every input's shards against their markers (cfg.verify), the input
+    selection against the images the pool was embedded from, and those images, which the report
+    shows, against the fingerprint the pool recorded."""
+    verify_input(art.path, art.manifest, cfg.verify)
+    if selection is not None:
+        verify_input(selection.path, selection.manifest, cfg.verify)
+        selection.check_images(art.path)
+    for s in sets:
+        verify_input(s.path, s.artifact.manifest, cfg.verify)
+    if cfg.report.enabled:
+        checked_images(cfg.pool, art.manifest)
 
 
 def _rank_bounds(art: EmbeddingsArtifact, ranks: StageRanks) -> np.ndarray:
@@ -217,6 +233,7 @@ def run(cfg: CurateConfig, resolved: dict[str, Any], overwrite: bool = False) ->
         raise ConfigError(f"method: expected one of {', '.join(METHODS)}, got {cfg.method!r}")
     if cfg.method == "retrieval" and not (cfg.seeds or cfg.seed_paths):
         raise ConfigError("curate needs --seed NAME or --seed-path DIR (or --method hkmeans --target N)")
+    check_level("verify", cfg.verify)
     if cfg.dry_run:
         return _dry_run(cfg)
     if cfg.method == "hkmeans":
@@ -236,6 +253,7 @@ def _run(cfg: CurateConfig, resolved: dict[str, Any], overwrite: bool, ranks: St
         if s.artifact.dim != art.dim:
             raise InputError(f"{s.path}: seed set {s.name} has {s.artifact.dim}-d embeddings, the pool {art.dim}-d")
         refs.append(input_ref(s.path, s.artifact.manifest, role=f"seed:{s.name}"))
+    ranks.on_main(lambda: _check_inputs(cfg, art, selection, sets))
     # option errors before the output exists
     backend = select_backend(cfg.device, cfg.engine, cfg.precision)
     km = kmeans_config(cfg.kmeans, cfg.engine, cfg.device, cfg.precision, cfg.search.chunk_rows)
@@ -243,7 +261,8 @@ def _run(cfg: CurateConfig, resolved: dict[str, Any], overwrite: bool, ranks: St
     def open_out(overwrite: bool) -> ShardedOutput:
         return ShardedOutput(cfg.out, kind="selection", stage="curate", config=resolved, inputs=refs, overwrite=overwrite,
                              ranks=ranks.info,
-                             resume_ignores=("report", "dry_run", "dry_run_vectors", "dry_run_dim", "dry_run_flops"))
+                             resume_ignores=("report", "dry_run", "dry_run_vectors", "dry_run_dim", "dry_run_flops",
+                                             "verify"))
 
     out = ranks.on_main(lambda: open_out(overwrite))  # rank 0 starts (or clears) the output, then the others join
     out = out if ranks.is_main else open_out(False)
@@ -301,7 +320,9 @@ def _run(cfg: CurateConfig, resolved: dict[str, Any], overwrite: bool, ranks: St
             write_curate_report(out.dir / "report", stats, pictures, notes)
         return stats
 
-    extra = {"images": pool.artifact.manifest.extra.get("images"), "pool": str(Path(cfg.pool).resolve()),
+    images_ref = images_input(pool.artifact.manifest)
+    extra = {"images": pool.artifact.manifest.extra.get("images"),
+             "images_fingerprint": images_ref.fingerprint if images_ref else None, "pool": str(Path(cfg.pool).resolve()),
              "sets": names, "work": {"reused": work.reused, "computed": work.computed}}
     finalized = ranks.on_main(lambda: out.try_finalize([s.name for s in shard_rows(pool.artifact)], finalize=finalize,
                                                        extra=extra))

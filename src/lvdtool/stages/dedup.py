@@ -25,6 +25,7 @@ from omegaconf import MISSING
 from lvdtool.artifacts.embeddings import EmbeddingsArtifact
 from lvdtool.artifacts.manifest import input_ref, read_manifest
 from lvdtool.artifacts.sharded_output import ShardedOutput
+from lvdtool.artifacts.verify import check_level, checked_images, images_input, verify_input
 from lvdtool.config import compose_config
 from lvdtool.console import console, print_summary, progress
 from lvdtool.curation.calibration import CalibrationView, write_calibration_views
@@ -68,6 +69,7 @@ class DedupConfig:
     device: str = "auto"
     precision: str = "auto"
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    verify: str = "size"  # inputs checked before reading: size (sizes, row counts) or full (+ sha256; reads them)
 
 
 def _check(cfg: DedupConfig) -> None:
@@ -78,6 +80,7 @@ def _check(cfg: DedupConfig) -> None:
             raise ConfigError(f"{name}: a cosine threshold in [-1, 1), got {getattr(cfg, name)}")
     if cfg.calibration.pairs < 0 or cfg.calibration.band < 0:
         raise ConfigError("calibration.pairs and calibration.band must be >= 0")
+    check_level("verify", cfg.verify)
 
 
 def _open_benchmarks(benchmarks: list[Benchmark], dim: int) -> list[EmbeddingsArtifact]:
@@ -140,11 +143,20 @@ def _run(cfg: DedupConfig, resolved: dict[str, Any], overwrite: bool, ranks: Sta
     eval_arts = _open_benchmarks(benchmarks, emb.dim)
     inputs = [input_ref(cfg.embeddings, emb.manifest, role="embeddings")]
     inputs += [input_ref(b.path, a.manifest, role=f"against:{b.name}") for b, a in zip(benchmarks, eval_arts)]
+
+    def check_inputs() -> None:
+        # before reading: the shards against their markers, and the images the pool was embedded from
+        for path, art in [(cfg.embeddings, emb)] + [(b.path, a) for b, a in zip(benchmarks, eval_arts)]:
+            verify_input(path, art.manifest, cfg.verify)
+        checked_images(cfg.embeddings, emb.manifest)
+
+    ranks.on_main(check_inputs)
+    images, images_ref = emb.manifest.extra.get("images"), images_input(emb.manifest)
     backend = select_backend(cfg.device, cfg.engine, cfg.precision)  # before the output exists
 
     def open_out(overwrite: bool) -> ShardedOutput:
         return ShardedOutput(cfg.out, kind="selection", stage="dedup", config=resolved, inputs=inputs, overwrite=overwrite,
-                             ranks=ranks.info)
+                             ranks=ranks.info, resume_ignores=("verify",))
 
     # rank 0 starts (or clears) the output first, the others then join it
     out = ranks.on_main(lambda: open_out(overwrite))
@@ -152,7 +164,6 @@ def _run(cfg: DedupConfig, resolved: dict[str, Any], overwrite: bool, ranks: Sta
     if out.already_complete:
         console.print(f"{cfg.out}: already complete, nothing to do")
         return out.manifest.stats
-    images = emb.manifest.extra.get("images")
     work = WorkState(out.dir)
     searcher = PoolSearcher(emb, cfg.search, backend)
     searcher.load_or_build(work.dir / "index.faiss", ranks)
@@ -201,17 +212,18 @@ def _run(cfg: DedupConfig, resolved: dict[str, Any], overwrite: bool, ranks: Sta
         stats.pop("kept")  # summed from the shards
         stats["removed"] = decision.removed_counts()
         stats["benchmarks"] = benchmark_stats(decision, eval_pairs, [a.num_vectors for a in eval_arts], cfg.against_threshold)
-        pool_images = ImageLookup(images)
+        pool_images = ImageLookup(images, images_ref.fingerprint if images_ref else None)
         pool_keys = RowKeys(emb)
         views = [CalibrationView("calibration.png", "self", pairs, cfg.threshold, pool_keys, pool_keys, pool_images, pool_images)]
         views += [CalibrationView(f"calibration_{b.name}.png", f"{b.name} vs pool", found, cfg.against_threshold, RowKeys(art),
-                                  pool_keys, ImageLookup(art.manifest.extra.get("images")), pool_images)
+                                  pool_keys, ImageLookup.of_embeddings(art.manifest), pool_images)
                   for b, art, found in zip(benchmarks, eval_arts, eval_pairs)]
         pictures, notes = write_calibration_views(out.dir / "report", views, cfg.calibration.pairs, cfg.calibration.cell)
         write_dedup_report(out.dir / "report", {**stats, "kept": decision.num_kept}, pictures, notes)
         return stats
 
-    extra = {"images": images, "embeddings": str(Path(cfg.embeddings).resolve()), "descriptor": emb.manifest.extra.get("model"),
+    extra = {"images": images, "images_fingerprint": images_ref.fingerprint if images_ref else None,
+             "embeddings": str(Path(cfg.embeddings).resolve()), "descriptor": emb.manifest.extra.get("model"),
              "threshold": cfg.threshold, "against_threshold": cfg.against_threshold, "representative": cfg.representative,
              "work": {"reused": work.reused, "computed": work.computed}}
     finalized = ranks.on_main(lambda: out.try_finalize([s.name for s in shard_rows(emb)], finalize=finalize, extra=extra))

@@ -20,6 +20,7 @@ from lvdtool.artifacts.manifest import InputRef, input_ref
 from lvdtool.artifacts.selection import Selection
 from lvdtool.artifacts.sharded_output import ShardedOutput
 from lvdtool.artifacts.tables import write_parquet
+from lvdtool.artifacts.verify import verify_input
 from lvdtool.config import compose_config
 from lvdtool.console import console, print_summary, progress
 from lvdtool.data.eval_transform import EvalTransform, normalize_batch
@@ -47,7 +48,7 @@ class EmbedConfig:
     workers: int = 2
     device: str = "auto"
     precision: str = "auto"
-    verify: str = "size"  # full: each images tar read is first checked against its recorded sha256
+    verify: str = "size"  # inputs checked before reading: size (sizes, row counts) or full (+ sha256; reads them)
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
@@ -260,9 +261,10 @@ def run(cfg: EmbedConfig, resolved: dict[str, Any], overwrite: bool = False) -> 
         return out.manifest.stats
     todo = [s for i, s in enumerate(names) if out.owns(i) and not out.is_done(s)]
     todo_set = set(todo)
-    if cfg.verify == "full":
-        for shard in todo:
-            images.verify_tar(shard)
+    # the input shards about to be read, against what their writers recorded (verify=full: sha256)
+    verify_input(images.path, images.manifest, cfg.verify, todo)
+    if selection is not None:
+        verify_input(selection.path, selection.manifest, cfg.verify)
     n_items = sum((selection.rows.get(s["name"], 0) if selection else s["rows"])
                   for s in images.manifest.shards if s["name"] in todo_set)
     dataset = ShardBatches(cfg.images, todo, emb.transform, cfg.batch_size,

@@ -12,7 +12,7 @@ from lvdtool.artifacts.manifest import InputRef, input_ref
 from lvdtool.artifacts.selection import Selection
 from lvdtool.data.augment import ColorJitterConfig, MultiCropAugment, MultiCropConfig
 from lvdtool.data.image_table import ImageTable, distributed_table
-from lvdtool.data.pretrain_loader import PretrainBatches
+from lvdtool.data.pretrain_loader import PretrainBatches, check_training_inputs
 from lvdtool.data.resolution import CropVariant, ResolutionChoice
 from lvdtool.errors import ConfigError
 from lvdtool.models import backbone_fingerprint, build_backbone, extract_backbone_state, read_weights
@@ -70,6 +70,7 @@ def build_training_data(cfg: PretrainConfig, patch_size: int, run_dir: Path | No
     if cfg.data.selection:
         selection = Selection(cfg.data.selection)
         inputs.append(input_ref(cfg.data.selection, selection.manifest, role="selection"))
+    check_training_inputs(images, selection, cfg.data.verify, env)
     if run_dir is None or env is None:
         table = ImageTable.from_artifact(images, selection)
     else:

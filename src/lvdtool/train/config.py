@@ -153,6 +153,7 @@ class DataSection:
     selection: str | None = None  # selection artifact: train on its keys only
     workers: int = 8  # DataLoader decode/augment processes per rank
     decode_min_side: int | None = None  # JPEG draft decoding target; null: 2 x global crop size
+    verify: str = "size"  # inputs checked at start: size (sizes, row counts) or full (+ sha256; reads every tar)
 
 
 @dataclass
@@ -383,6 +384,7 @@ class PretrainConfig:
 RESUME_IGNORES = (
     "out",  # a run directory may be moved
     "data.workers",
+    "data.verify",
     "train.log_every",
     "train.tensorboard",
     "train.stop_on_collapse",
