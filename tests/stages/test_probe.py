@@ -71,7 +71,11 @@ def test_probe_official_protocol_reuses_cached_features(tmp_path, digits):
     lvd("probe", *common, "linear.epochs=2")
     cache = sorted((out / "_work").glob("*.pt"))
     mtimes = [p.stat().st_mtime_ns for p in cache]
-    res = lvd("probe", *common, "--protocol", "official", "linear.iterations=4", "linear.official_batch_size=32")
+    official = [*common, "--protocol", "official", "linear.iterations=4", "linear.official_batch_size=32"]
+    refused = lvd("probe", *official, check=False)  # another protocol is another report: not silently replaced
+    assert refused.returncode != 0 and "config.protocol" in refused.stderr and "pass --overwrite" in refused.stderr
+    res = lvd("probe", *official, "--overwrite")
+    assert f"{out}: --overwrite deleted an lvd probe report: complete" in res.stderr and "kept 2 reusable files" in res.stderr
     assert "cached features" in res.stderr
     assert [p.stat().st_mtime_ns for p in cache] == mtimes
     report = json.loads((out / "report.json").read_text())
@@ -80,6 +84,62 @@ def test_probe_official_protocol_reuses_cached_features(tmp_path, digits):
     # the report names the sizes this run used (56 px, val resized to 56 x 256/224 = 64), not the paper's 224/256
     used = "random-resized-crop 56 + horizontal flip (train); resize 64 + center crop 56 (val)"
     assert report["linear"]["protocol"]["augmentation"].startswith(used) and used in (out / "report.md").read_text()
+
+
+CHEAP = ["resolution=56", "workers=0", "linear.lrs=[0.1]", "linear.epochs=1", "pca_images=0", "knn.ks=[10]"]
+
+
+def test_a_probe_rerun_prints_the_stored_report_and_other_weights_are_refused(tmp_path, digits):
+    arts, weights = digits
+    out = tmp_path / "report"
+    common = ["--train", str(arts["train"]), "--val", str(arts["val"]), "--out", str(out), *CHEAP]
+    lvd("probe", "--weights", str(weights), *common)
+    stored = (out / "report.json").read_bytes()
+    again = lvd("probe", "--weights", str(weights), *common, "workers=1")  # workers do not change the report
+    assert "already complete (same weights, data and config)" in again.stderr and "k-NN top-1 (k=10)" in again.stderr
+    assert (out / "report.json").read_bytes() == stored
+    torch.manual_seed(1)
+    other = tmp_path / "other.pth"
+    save_backbone(build_backbone("vit_s14", embed_dim=192, depth=4, num_heads=3, layerscale_init=1.0), other)
+    refused = lvd("probe", "--weights", str(other), *common, check=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert f"{out}: holds a probe report of another config or inputs (differs at: config.weights, inputs.weights)" in refused.stderr
+    assert (out / "report.json").read_bytes() == stored and read_manifest(out).complete
+
+
+def test_probe_out_on_an_embeddings_artifact_is_refused_and_it_stays_valid(tmp_path, digits):
+    from lvdtool.artifacts.embeddings import EmbeddingsArtifact
+
+    arts, weights = digits
+    emb = tmp_path / "emb"
+    lvd("embed", "--images", str(arts["val"]), "--weights", str(weights), "--out", str(emb), "resolution=28", "workers=0")
+    before = (emb / "manifest.json").read_bytes()
+    refused = lvd("probe", "--weights", str(weights), "--train", str(arts["train"]), "--val", str(arts["val"]),
+                  "--out", str(emb), *CHEAP, "--overwrite", check=False)  # not even --overwrite deletes it
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert f"{emb}: holds a 'embeddings' artifact from stage 'embed', not an lvd probe report" in refused.stderr
+    assert (emb / "manifest.json").read_bytes() == before
+    assert EmbeddingsArtifact(emb).num_vectors == 150, "still a valid embeddings artifact (what dedup opens)"
+
+
+def test_probe_with_no_val_label_in_train_is_one_line_naming_both(tmp_path, digits):
+    from PIL import Image as PILImage
+
+    arts, weights = digits
+    folder = tmp_path / "unseen"
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True)
+        for i in range(2):
+            PILImage.new("RGB", (32, 32), (60 * i, 90, 200 if label == "cat" else 20)).save(folder / label / f"{i}.png")
+    val = tmp_path / "unseen_art"
+    lvd("crawl-ingest", "--dir", str(folder), "--label-from-dir", "--out", str(val), "process.min_side=16",
+        "dedup.perceptual=false")
+    proc = lvd("probe", "--weights", str(weights), "--train", str(arts["train"]), "--val", str(val),
+               "--out", str(tmp_path / "r"), *CHEAP, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "KeyError" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and str(val) in lines[0] and str(arts["train"]) in lines[0], proc.stderr
+    assert "has a label that occurs in" in lines[0] and "val labels: cat, dog" in lines[0]
 
 
 def test_a_negative_pca_image_count_is_a_one_line_config_error(tmp_path, digits):
