@@ -96,6 +96,7 @@ class OutputLock:
         self.lock_path = out / LOCK_NAME
         self.member_path = out / f"{MEMBER_PREFIX}{socket.gethostname()}.{os.getpid()}.json"
         self.count = 0
+        self.pid = os.getpid()  # a forked child (a DataLoader worker) inherits this object but not the hold
 
     def _record(self) -> dict:
         return {"run_id": self.run_id, "stage": self.stage}
@@ -158,6 +159,8 @@ class OutputLock:
             run_lock.create(self.lock_path, LockHolder.me(), self._record())
 
     def release(self) -> None:
+        if os.getpid() != self.pid:
+            return
         with _LOCK:
             self.count -= 1
             if self.count > 0:

@@ -3,7 +3,8 @@
 Features are extracted once per split and cached in the report directory (`_work/`), so a rerun
 of a killed probe (or a second protocol, with --overwrite) reuses them. The report directory is
 guarded like every stage's output (artifacts/output_guard.py): a rerun of the same probe prints the
-stored report, another config or weights is refused by key unless --overwrite. The report (report.json, report.md, manifest.json) says which
+stored report, another config or weights is refused by key unless --overwrite.
+The report (report.json, report.md, manifest.json) says which
 linear protocol was used: `cached` (default; the fast variant) or `official` (the paper's
 augmented protocol through the frozen backbone).
 """

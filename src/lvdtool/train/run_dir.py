@@ -52,7 +52,8 @@ def _schema_defaults() -> dict[str, Any]:
 
 # What a run writes before its first checkpoint (and so before its manifest): a run killed then is
 # resumed by the same command, not refused as a foreign folder.
-_EARLY_ENTRIES = ("data_table", "checkpoints", "metrics.jsonl")
+# (`tensorboard`: train.tensorboard's event files, opened with the metrics log)
+_EARLY_ENTRIES = ("data_table", "checkpoints", "metrics.jsonl", "tensorboard")
 
 
 def _own_entry(name: str, extra: tuple[str, ...] = ()) -> bool:
