@@ -140,7 +140,9 @@ def test_kill_in_the_bucket_phase_then_requeue_gives_the_same_result(folder, one
     assert _statuses(out) == _statuses(one_process)
     assert not list(out.rglob("*.tmp-*"))
     shutil.rmtree(out / "_work" / "dedup" / "final")  # the final-index phase is restartable on its own
-    (out / "manifest.json").unlink()
+    started = read_manifest(out)  # back to the manifest a run writes at its start (an output without
+    started.complete, started.shards, started.stats = False, [], {}  # one is refused as a foreign folder)
+    started.write(out)
     lvd(*cmd, env=run_id)
     assert read_manifest(out).complete and _statuses(out) == _statuses(one_process)
 

@@ -37,8 +37,8 @@ RANK = textwrap.dedent("""
     from pathlib import Path
     from lvdtool.artifacts import ShardedOutput, shard_name
     from lvdtool.artifacts.ranks import RankInfo
-    out_dir, rank = Path(sys.argv[1]), int(sys.argv[2])
-    out = ShardedOutput(out_dir, kind="table", stage="test", config={"a": 1}, inputs=[], ranks=RankInfo(rank, 2, "launch-7"))
+    out_dir, rank, run_id = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    out = ShardedOutput(out_dir, kind="table", stage="test", config={"a": 1}, inputs=[], ranks=RankInfo(rank, 2, run_id))
     (out_dir.parent / f"joined{rank}").write_text("1")
     while not (out_dir.parent / "go").exists():
         time.sleep(0.02)
@@ -93,16 +93,21 @@ def test_a_second_run_is_refused_overwrite_cannot_clear_it_and_a_dead_holder_is_
     assert _lock_files(run) == []
 
 
-def test_two_ranks_of_one_run_id_share_the_output_and_the_last_removes_the_lock(tmp_path):
+@pytest.mark.parametrize("run_ids", [("launch-7", "launch-7"), ("ppid100", "ppid200")], ids=["one-run-id", "per-node-ids"])
+def test_two_ranks_of_one_launch_share_the_output_and_the_last_removes_the_lock(tmp_path, run_ids):
+    # per-node-ids: multi-node torchrun gives each node's ranks their own run id; the same command
+    # at the same world size is recognised as the same launch
     out = tmp_path / "art"
-    ranks = [subprocess.Popen([sys.executable, "-c", RANK, str(out), str(r)], stderr=subprocess.PIPE) for r in (0, 1)]
+    ranks = []
+    for r in (0, 1):
+        ranks.append(subprocess.Popen([sys.executable, "-c", RANK, str(out), str(r), run_ids[r]], stderr=subprocess.PIPE))
+        _wait_for(tmp_path / f"joined{r}", ranks[-1])
     try:
-        for r, proc in enumerate(ranks):
-            _wait_for(tmp_path / f"joined{r}", proc)
         assert len([n for n in _lock_files(out) if n.startswith(MEMBER_PREFIX)]) == 2, "both ranks are members"
-        assert json.loads((out / LOCK_NAME).read_text())["run_id"] == "launch-7"
-        with pytest.raises(ArtifactError, match=r"another lvd test run holds it \(pid \d+ on "):
-            ShardedOutput(out, kind="table", stage="test", config={"a": 1}, inputs=[], ranks=RankInfo(0, 1, "launch-8"))
+        assert json.loads((out / LOCK_NAME).read_text())["run_id"] == run_ids[0]
+        for other in (RankInfo(0, 1, "launch-8"), RankInfo(1, 3, "launch-8")):  # another launch (world size)
+            with pytest.raises(ArtifactError, match=r"another lvd test run holds it \(pid \d+ on "):
+                ShardedOutput(out, kind="table", stage="test", config={"a": 1}, inputs=[], ranks=other)
         (tmp_path / "go").write_text("1")
         for proc in ranks:
             assert proc.wait(60) == 0, proc.stderr.read().decode()

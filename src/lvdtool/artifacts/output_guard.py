@@ -176,13 +176,13 @@ def clear_for_overwrite(spec: OutputSpec, manifest: Manifest | None, keep: Itera
 
 
 def claim_output(spec: OutputSpec, *, inputs: Iterable[tuple[str, str]], run_id: str, overwrite: bool = False,
-                 keep: Iterable[str] = ()) -> tuple[OutputLock, Manifest | None]:
+                 keep: Iterable[str] = (), peer: str | None = None) -> tuple[OutputLock, Manifest | None]:
     """Check the output, create it, take its lock, then (with `overwrite`) clear it. Returns the lock
     (release it when the run ends) and the manifest found there (None when new or cleared)."""
     check_not_an_input(spec.path, inputs)
     inspect(spec)  # refuse a foreign folder before writing the lock into it
     make_dir(spec.path)
-    lock = output_lock.acquire(spec.path, run_id, spec.stage)
+    lock = output_lock.acquire(spec.path, run_id, spec.stage, peer)
     try:
         manifest = inspect(spec)  # again under the lock: a run that held it may have written meanwhile
         if overwrite:

@@ -9,7 +9,8 @@ A run with another run id is refused while any member is alive: on this host, wh
 (with its start time, so a recycled pid does not count); on another host, while its heartbeat is
 younger than LVD_LOCK_STALE_S seconds (300). A lock whose members are all dead is broken, with a
 printed line. The same run id joins (the other ranks, a requeue taking over), and so does a later
-run in the very process that holds it (in-process runs follow each other). The last member to
+run in the very process that holds it (in-process runs follow each other), and a rank of a
+multi-rank launch whose ranks got different run ids but run the same command (`peer`). The last member to
 leave removes the lock.
 """
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Participant:
     stage: str
     holder: LockHolder
     heartbeat: float  # the file's mtime, touched by the holder's heartbeat thread
+    peer: str | None = None  # what ranks of one launch without a shared run id have in common
 
     def alive(self, now: float, stale_s: float) -> bool:
         if self.holder.host == socket.gethostname():
@@ -74,7 +76,7 @@ def _read(path: Path) -> Participant | None:
         d = json.loads(raw)
         holder = LockHolder(host=str(d["host"]), pid=int(d["pid"]), start_ticks=d.get("start_ticks"),
                             taken_at=float(d["taken_at"]))
-        return Participant(path, str(d["run_id"]), str(d.get("stage", "?")), holder, mtime)
+        return Participant(path, str(d["run_id"]), str(d.get("stage", "?")), holder, mtime, d.get("peer"))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -91,15 +93,15 @@ def _is_me(p: Participant) -> bool:
 class OutputLock:
     """This process's share of the lock on one output; `release()` when the run ends."""
 
-    def __init__(self, out: Path, run_id: str, stage: str) -> None:
-        self.out, self.run_id, self.stage = out, run_id, stage
+    def __init__(self, out: Path, run_id: str, stage: str, peer: str | None = None) -> None:
+        self.out, self.run_id, self.stage, self.peer = out, run_id, stage, peer
         self.lock_path = out / LOCK_NAME
         self.member_path = out / f"{MEMBER_PREFIX}{socket.gethostname()}.{os.getpid()}.json"
         self.count = 0
         self.pid = os.getpid()  # a forked child (a DataLoader worker) inherits this object but not the hold
 
     def _record(self) -> dict:
-        return {"run_id": self.run_id, "stage": self.stage}
+        return {"run_id": self.run_id, "stage": self.stage, "peer": self.peer}
 
     def _take(self) -> None:
         stale_s = _seconds(STALE_ENV, DEFAULT_STALE_S)
@@ -124,6 +126,9 @@ class OutputLock:
                 continue
             if current.run_id == self.run_id or _is_me(current):
                 break  # another rank of this launch, a requeue of it, or an earlier run of this process
+            if self.peer is not None and current.peer == self.peer:
+                self.run_id = current.run_id  # a rank of the same launch that got another run id
+                break
             holders = [current] + [m for m in _members(self.out) if m.run_id == current.run_id]
             live = [p for p in holders if p.alive(now, stale_s)]
             if live:
@@ -192,15 +197,17 @@ def _heartbeat() -> None:
                 print(f"{lock.out}: output lock heartbeat failed ({exc})", file=sys.stderr)
 
 
-def acquire(out: str | os.PathLike, run_id: str, stage: str) -> OutputLock:
+def acquire(out: str | os.PathLike, run_id: str, stage: str, peer: str | None = None) -> OutputLock:
     """Take (or join) the lock on the existing folder `out`; an ArtifactError naming the holder
-    while another live run has it."""
+    while another live run has it. `peer`: ranks that may not share a run id (multi-node torchrun
+    gives each node its own, ranks started by hand) pass what makes them one launch (the world size
+    and the config and inputs) and join a holder with the same."""
     key = Path(os.path.realpath(out))
     global _BEAT
     with _LOCK:
         lock = _HELD.get(key)
         if lock is None:
-            lock = OutputLock(key, run_id, stage)
+            lock = OutputLock(key, run_id, stage, peer)
             lock._take()
             _HELD[key] = lock
             if _BEAT is None:

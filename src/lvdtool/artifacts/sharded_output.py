@@ -105,8 +105,14 @@ class ShardedOutput:
     def _begin(self, overwrite: bool) -> None:
         spec = OutputSpec(self.dir, self.kind, self.stage, early=_early_entry)
         # rank 0 clears (the others join what it started); every process holds the output's lock
+        # ranks of one launch may not share a run id (one per node under multi-node torchrun): the
+        # same command at the same world size counts as the same launch
+        peer = None
+        if self.ranks.world_size > 1:
+            identity = json.dumps(self._comparable(self.config, [vars(i) for i in self.inputs]), sort_keys=True, default=str)
+            peer = f"{self.ranks.world_size}:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
         lock, old = claim_output(spec, inputs=input_paths(self.stage, self.config, self.inputs),
-                                 run_id=self.ranks.run_id, overwrite=overwrite and self.ranks.rank == 0)
+                                 run_id=self.ranks.run_id, overwrite=overwrite and self.ranks.rank == 0, peer=peer)
         # released at the end of the run: when the stage drops this object, on release(), or at exit
         self._release = weakref.finalize(self, lock.release)
         try:
