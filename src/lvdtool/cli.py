@@ -62,7 +62,7 @@ def crawl_ingest(
     processes: Optional[int] = typer.Option(None, "--processes", help="Local processes (each takes a share of the shards)."),
     allow_private_network: Optional[bool] = typer.Option(None, "--allow-private-network", help="Allow URLs resolving to loopback/private addresses."),
     keep_original: Optional[bool] = typer.Option(None, "--keep-original", help="Store original JPEG/PNG/WebP bytes when within limits."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing output directory first."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier lvd artifact of this stage in --out first (never inputs or other folders)."),
 ) -> None:
     """Fetch URL lists or scan folders into an images artifact (decode, validate, resize, dedup)."""
     from lvdtool.overrides import sugar
@@ -94,7 +94,7 @@ def embed(
     selection: Optional[Path] = typer.Option(None, "--selection", help="Embed only the keys of this selection artifact."),
     token: Optional[str] = typer.Option(None, "--token", help="cls | avgpool | cls+avgpool"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing output directory first."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier lvd artifact of this stage in --out first (never inputs or other folders)."),
 ) -> None:
     """Embed images with a ViT backbone into an embeddings artifact (float16, L2-normalised)."""
     from lvdtool.overrides import sugar
@@ -123,7 +123,7 @@ def probe(
     from lvdtool.stages import probe as stage
 
     overrides = sugar(weights=str(weights), train=str(train), val=str(val), out=str(out), arch=arch, protocol=protocol)
-    stage.main(overrides + list(ctx.args), overwrite=overwrite)
+    _finish("probe", out, stage.main(overrides + list(ctx.args), overwrite=overwrite))
 
 
 # Options the three training commands (pretrain, hires-adapt, distill) share, and the keys they set.
@@ -133,7 +133,7 @@ _SHARED_HELP = {
     "--batch-size": "Images per GPU (per rank).",
     "--workers": "Decode + augment processes per rank.",
     "--device": "auto | cpu | cuda",
-    "--overwrite": "Delete an existing run directory first.",
+    "--overwrite": "Delete an earlier run directory of this stage in --out first (never inputs or other folders).",
 }
 
 
@@ -256,7 +256,7 @@ def dedup(
     k: Optional[int] = typer.Option(None, "--k", help="Neighbours per image (default 64)."),
     index: Optional[str] = typer.Option(None, "--index", help="Flat (exact) or a faiss index factory string, e.g. IVF65536,PQ64."),
     representative: Optional[str] = typer.Option(None, "--representative", help="highest_resolution | first"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing output directory first."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier lvd artifact of this stage in --out first (never inputs or other folders)."),
 ) -> None:
     """Remove near-duplicates (k-NN graph, components, one image kept each) and eval-set copies."""
     from lvdtool.overrides import sugar
@@ -279,7 +279,7 @@ def curate(
     target: Optional[int] = typer.Option(None, "--target", help="Images in the balanced subset (--method hkmeans)."),
     index: Optional[str] = typer.Option(None, "--index", help="Flat (exact) or a faiss index factory string, e.g. IVF65536,PQ64."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the estimated costs and exit."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing output directory first."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an earlier lvd artifact of this stage in --out first (never inputs or other folders)."),
 ) -> None:
     """Retrieve pool images near seed sets (k-NN or cluster sampling) and/or a balanced hierarchical k-means subset."""
     from lvdtool.overrides import sugar

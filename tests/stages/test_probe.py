@@ -95,8 +95,10 @@ def test_a_probe_rerun_prints_the_stored_report_and_other_weights_are_refused(tm
     common = ["--train", str(arts["train"]), "--val", str(arts["val"]), "--out", str(out), *CHEAP]
     lvd("probe", "--weights", str(weights), *common)
     stored = (out / "report.json").read_bytes()
-    again = lvd("probe", "--weights", str(weights), *common, "workers=1")  # workers do not change the report
+    again = lvd("probe", "--weights", str(weights), *common, "workers=1", "--json")  # workers do not change the report
     assert "already complete (same weights, data and config)" in again.stderr and "k-NN top-1 (k=10)" in again.stderr
+    printed = json.loads(again.stdout)  # --json: the stored report, for scripts
+    assert printed["command"] == "probe" and printed["summary"] == json.loads(stored)
     assert (out / "report.json").read_bytes() == stored
     torch.manual_seed(1)
     other = tmp_path / "other.pth"
