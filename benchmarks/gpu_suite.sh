@@ -48,6 +48,10 @@ fi
 OUT=${OUT:-$REPO/reports/gpu_suite}
 if [ -z "${WORK:-}" ]; then WORK=$(mktemp -d /tmp/lvd-gpu-suite.XXXXXX); OWN_WORK=1; else OWN_WORK=0; fi
 mkdir -p "$OUT" "$WORK"
+# DataLoader workers put Unix sockets under TMPDIR, whose paths may not exceed 107 bytes: a short
+# folder of its own, whatever $WORK is.
+SOCK_TMP=$(mktemp -d /tmp/lvd-gs.XXXXXX)
+trap 'rm -rf "$SOCK_TMP"' EXIT
 export PYTHONUNBUFFERED=1 LVD_QUIET=1
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
 elif [ -x "$REPO/.venv/bin/python" ]; then PY=$REPO/.venv/bin/python
@@ -162,7 +166,7 @@ wants b && part b "$B_STEP" "$PY" benchmarks/pretrain_step.py "${STEP_ARGS[@]}" 
   --deadline-s $((B_STEP - 15)) --json "$OUT/step.json"
 wants c && part c "$B_DATA" "$PY" benchmarks/data_path_device.py "${DATA_ARGS[@]}" --device "$DEV" \
   --deadline-s $((B_DATA - 12)) --json "$OUT/data_path.json"
-wants d && part d "$B_EMBED" env TMPDIR="$WORK" "$PY" benchmarks/embed.py "${EMBED_ARGS[@]}" --device "$DEV" \
+wants d && part d "$B_EMBED" env TMPDIR="$SOCK_TMP" "$PY" benchmarks/embed.py "${EMBED_ARGS[@]}" --device "$DEV" \
   --deadline-s $((B_EMBED - 15)) --json "$OUT/embed.json"
 wants e && part e "$B_INDEX" "$PY" benchmarks/index.py "${INDEX_ARGS[@]}" --device "$DEV" \
   --deadline-s $((B_INDEX - 12)) --json "$OUT/index.json"
