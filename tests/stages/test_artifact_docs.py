@@ -93,5 +93,5 @@ def test_the_doc_describes_every_artifact_kind_and_fingerprint_form() -> None:
     text = DOC.read_text()
     for heading in ("## `images`", "## `embeddings`", "## `selection`", "## `checkpoint`", "## `report`"):
         assert heading in text
-    for form in ("`sha256:` + 64 hex", "`sha256:` + 16 hex", "`tree:` + 32 hex", "`shards:` + 32 hex"):
+    for form in ("`sha256:` + 64 hex", "`tree:` + 32 hex", "`shards:` + 32 hex"):
         assert form in text

@@ -147,8 +147,8 @@ def save_backbone(
     return path
 
 
-def backbone_fingerprint(path: str | os.PathLike[str], length: int = 16) -> str:
-    """Short sha256 hex digest of the file's bytes, for manifests."""
+def backbone_fingerprint(path: str | os.PathLike[str], length: int = 64) -> str:
+    """The sha256 hex digest of the file's bytes (what `sha256sum` prints), for manifests."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

@@ -96,6 +96,6 @@ class TorchScriptDescriptor:
     def identity(self, preprocess: dict[str, Any]) -> dict[str, Any]:
         """What the manifest records, so dedup can name the descriptor."""
         return {"kind": "torchscript", "path": str(self.path.resolve()), "file": self.path.name,
-                "sha256": self.sha256, "weights_sha256": self.sha256[:16], "dim": self.dim,
+                "sha256": self.sha256, "weights_sha256": self.sha256, "dim": self.dim,
                 "normalize": self.normalize, "params": self.params, "preprocess": preprocess,
                 "descriptor": f"{self.path.name}@sha256:{self.sha256[:16]}"}
