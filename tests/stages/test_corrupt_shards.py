@@ -108,4 +108,5 @@ def test_verify_full_refuses_one_flipped_data_byte_by_its_recorded_sha256(tmp_pa
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode != 0 and len(lines) == 1, res.stderr
     assert f"{SHARD}.tar: sha256 differs" in lines[0]
+    assert not (tmp_path / "emb").exists()  # a new output's inputs are checked before it is created
     ImagesArtifact(images).verify_tar(SHARD)  # the intact artifact passes

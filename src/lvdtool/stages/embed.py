@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from lvdtool.artifacts.embeddings import embeddings_table
 from lvdtool.artifacts.images import ImagesArtifact
 from lvdtool.artifacts.manifest import InputRef, input_ref
+from lvdtool.artifacts.ranks import rank_info
 from lvdtool.artifacts.selection import Selection
 from lvdtool.artifacts.sharded_output import ShardedOutput
 from lvdtool.artifacts.tables import write_parquet
@@ -251,6 +252,13 @@ def run(cfg: EmbedConfig, resolved: dict[str, Any], overwrite: bool = False) -> 
                                role="descriptor"))
     elif cfg.weights:
         inputs.append(InputRef(path=emb.identity["weights"], kind="file", fingerprint="sha256:" + emb.identity["weights_sha256"], role="weights"))
+    if not Path(cfg.out).exists():
+        # A new output: its input shards are checked before it is created, so a damaged input leaves no
+        # output behind (a resumed one checks the shards still to do, below).
+        ranks = rank_info()
+        verify_input(images.path, images.manifest, cfg.verify, [s for i, s in enumerate(names) if ranks.owns(i)])
+        if selection is not None:
+            verify_input(selection.path, selection.manifest, cfg.verify)
     out = ShardedOutput(cfg.out, kind="embeddings", stage="embed", config=resolved, inputs=inputs,
                         overwrite=overwrite, resume_ignores=("batch_size", "workers", "device", "precision", "verify"))
     dim = emb.dim
