@@ -6,11 +6,9 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
-# The suite is mostly CPU-bound (about 1,600 CPU-seconds, the rest waits on subprocesses, gloo
-# ranks and lock heartbeats): three xdist workers keep both cores of a 2-core CI machine busy where
-# two left about 10% idle. Whole files go to one worker (module fixtures are built once).
-# PYTEST_WORKERS=0: one process.
-PYTEST_WORKERS ?= 3
+# The suite is CPU-bound (about 1,700 CPU-seconds); two xdist workers keep both cores of a CI
+# machine busy. Whole files go to one worker (module fixtures are built once). PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: venv demo test bench clean
 

@@ -16,7 +16,7 @@ from PIL import Image
 from lvd_runner import lvd, popen
 from lvdtool.artifacts import ImagesArtifact, read_manifest
 
-FAST = ["fetch.connect_timeout=1", "fetch.read_timeout=0.5", "fetch.deadline=1.5", "fetch.backoff_base=0.05", "fetch.retries=2"]
+FAST = ["fetch.connect_timeout=2", "fetch.read_timeout=2", "fetch.deadline=2.5", "fetch.backoff_base=0.05", "fetch.retries=2"]
 
 
 def _write_urls(path: Path, base: str, paths: list[str], extra: list[str] = ()) -> Path:

@@ -115,6 +115,9 @@ class ShardedOutput:
                                  run_id=self.ranks.run_id, overwrite=overwrite and self.ranks.rank == 0, peer=peer)
         # released at the end of the run: when the stage drops this object, on release(), or at exit
         self._release = weakref.finalize(self, lock.release)
+        # the launch's run id as the lock has it (a rank that joined by command adopts the first one's),
+        # so that every rank of the launch takes the same finalize lock and only one finalizes
+        self._launch_id = lock.run_id
         try:
             self._resume_or_start(spec, old, overwrite)
         except BaseException:
@@ -224,7 +227,7 @@ class ShardedOutput:
             return False
         if (self.dir / MANIFEST_NAME).exists() and read_manifest(self.dir).complete:
             return False
-        lock = self.dir / f".finalize-{self.ranks.run_id}.lock"
+        lock = self.dir / f".finalize-{self._launch_id}.lock"
         # A SLURM requeue repeats the run id: a lock left by a killed finalize is broken, not obeyed.
         if not run_lock.acquire(lock, self.lock_timeout_s):
             return False
