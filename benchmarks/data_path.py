@@ -1,6 +1,8 @@
-"""Images/s per core of the pretraining data path (decode + multi-crop augmentation): lvd's,
-lvd's before the fast path (its code read from git), and a Pillow reference with the same
-operations, side by side in one process pinned to one core and one thread.
+"""Images/s per core of the pretraining data path (decode + multi-crop augmentation): lvd's with
+its two CPU backends (torch tensor ops, numba kernels), lvd's before the fast path (its code read
+from git), a Pillow reference with the same operations, and the part that stays on the CPU when
+the colour operations run on an accelerator, side by side in one process pinned to one core and
+one thread.
 
 The Pillow reference is what the official DINOv2 code runs (torchvision's transforms on PIL
 images): crop + bicubic resize, flip, ColorJitter(0.4, 0.4, 0.2, 0.1) with p=0.8 in a random
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import importlib
 import io
 import math
@@ -152,8 +155,15 @@ class PillowDINO:
                                 for _ in range(cfg.n_local_crops)]}
 
 
+def geometric(aug: MultiCropAugment, image: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+    params = aug.sample_params((image.shape[1], image.shape[2]), generator)
+    return [aug.geometric(image, params.global_crops, aug.config.global_crops_size),
+            aug.geometric(image, params.local_crops, aug.config.local_crops_size)]
+
+
 def pipelines(cfg: MultiCropConfig, min_side: int | None, old) -> dict[str, Callable[[list[bytes]], object]]:
     new_aug = MultiCropAugment(cfg)
+    numba_aug = MultiCropAugment(dataclasses.replace(cfg, backend="numba"))
     pil = PillowDINO(cfg)
 
     def gens(n: int) -> list[torch.Generator]:
@@ -165,7 +175,13 @@ def pipelines(cfg: MultiCropConfig, min_side: int | None, old) -> dict[str, Call
     out = {
         "lvd, per image": lambda batch: [new_aug(im, g) for im, g in zip(decode(batch), gens(len(batch)))],
         "lvd, batched (loader)": lambda batch: new_aug.batch(decode(batch), gens(len(batch))),
+        "lvd numba, per image": lambda batch: [numba_aug(im, g) for im, g in zip(decode(batch), gens(len(batch)))],
+        "lvd numba, batched": lambda batch: numba_aug.batch(decode(batch), gens(len(batch))),
         "Pillow reference": lambda batch: [pil(decode_rgb(b, min_side)) for b in batch],
+        # What stays on the CPU when the colour part runs on the accelerator (data_path_device.py):
+        # decode, draws, crop + resize + flip.
+        "numba, geometric only": lambda batch: [geometric(numba_aug, im, g) for im, g in
+                                                zip(decode(batch), gens(len(batch)))],
     }
     if old is not None:
         old_aug = old.MultiCropAugment(old.MultiCropConfig(**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__
@@ -209,7 +225,10 @@ def main() -> None:
         for key, r in rate.items():
             print(f"{key:24s} {r:14.1f} {1e3 / r:9.2f} {r / rate['Pillow reference']:9.2f}x")
         best = max(rate["lvd, per image"], rate["lvd, batched (loader)"])
-        print(f"lvd (best path) / Pillow: {best / rate['Pillow reference']:.2f}x (target 2x)", end="")
+        fast = max(rate["lvd numba, per image"], rate["lvd numba, batched"])
+        print(f"lvd torch backend (best path) / Pillow: {best / rate['Pillow reference']:.2f}x; "
+              f"numba backend / Pillow: {fast / rate['Pillow reference']:.2f}x (target 2x); "
+              f"numba / torch: {fast / best:.2f}x", end="")
         if old is not None:
             before = max(rate["lvd before, per image"], rate["lvd before, batched"])
             print(f"; lvd now / before: {best / before:.2f}x")

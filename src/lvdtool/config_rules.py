@@ -174,7 +174,10 @@ RULES: dict[str, dict[str, Rule]] = {
         "global_crops_scale": FRACTION, "local_crops_scale": FRACTION, "blur_probs": PROBABILITY, "flip_prob": PROBABILITY,
         "solarize_prob": PROBABILITY, "color_jitter_prob": PROBABILITY,
     },
-    "lvdtool.train.config.DataSection": {"workers": NON_NEGATIVE, "decode_min_side": POSITIVE_INT},
+    "lvdtool.train.config.DataSection": {
+        "workers": NON_NEGATIVE, "decode_min_side": POSITIVE_INT, "verify": SIZE_OR_FULL,
+        "augment_backend": Choice(("auto", "torch", "numba")),
+    },
     "lvdtool.train.config.TrainSection": {
         "batch_size_per_gpu": POSITIVE_INT, "epochs": NON_NEGATIVE, "iterations": POSITIVE_INT, "epoch_length": POSITIVE_INT,
         "seed": NON_NEGATIVE, "log_every": POSITIVE_INT, "collapse_window": POSITIVE_INT,

@@ -11,6 +11,7 @@ from lvdtool.artifacts.images import ImagesArtifact
 from lvdtool.artifacts.manifest import InputRef, input_ref
 from lvdtool.artifacts.selection import Selection
 from lvdtool.data.augment import ColorJitterConfig, MultiCropAugment, MultiCropConfig
+from lvdtool.data.augment.backend import resolve_backend
 from lvdtool.data.image_table import ImageTable, distributed_table
 from lvdtool.data.pretrain_loader import PretrainBatches, check_training_inputs
 from lvdtool.data.resolution import CropVariant, ResolutionChoice
@@ -46,6 +47,7 @@ def multicrop_config(cfg: PretrainConfig, global_size: int | None = None, local_
         solarize_prob=crops.solarize_prob,
         jitter=ColorJitterConfig(prob=crops.color_jitter_prob),
         gram_crops_size=gram_size,
+        backend=resolve_backend(cfg.data.augment_backend),
     )
 
 

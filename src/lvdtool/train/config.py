@@ -154,6 +154,9 @@ class DataSection:
     workers: int = 8  # DataLoader decode/augment processes per rank
     decode_min_side: int | None = None  # JPEG draft decoding target; null: 2 x global crop size
     verify: str = "size"  # inputs checked at start: size (sizes, row counts) or full (+ sha256; reads every tar)
+    # CPU multi-crop: auto (numba where installed, else torch) | torch | numba (data/augment/backend.py).
+    # A run stores what auto resolved to; a resume that would resolve otherwise is refused.
+    augment_backend: str = "auto"
 
 
 @dataclass

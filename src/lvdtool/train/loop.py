@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lvdtool.console import console, progress
+from lvdtool.data.augment.backend import resolve_backend
 from lvdtool.data.pretrain_loader import build_pretrain_loader
 from lvdtool.data.sampler import STREAM_MODEL, DataCursor, derive_seed
 from lvdtool.errors import TrainingError
@@ -93,6 +94,10 @@ class Pretrainer:
 
     def __init__(self, cfg: PretrainConfig, resolved: dict[str, Any], env: DistEnv, overwrite: bool = False) -> None:
         cfg.validate()
+        # The CPU augmentation backend is part of the run's identity (its crops differ from the
+        # other backend's by float rounding): "auto" is stored as what it resolved to.
+        cfg.data.augment_backend = resolve_backend(cfg.data.augment_backend)
+        resolved.setdefault("data", {})["augment_backend"] = cfg.data.augment_backend
         self.cfg, self.resolved, self.env = cfg, resolved, env
         self.out = Path(cfg.out)
         self.distilling = cfg.stage == "distill"
