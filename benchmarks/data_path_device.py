@@ -22,6 +22,7 @@ exited workers consumed (getrusage of the waited-for children), start-up and IPC
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import sys
@@ -36,6 +37,7 @@ from data_path import RECIPES, scene_jpeg  # noqa: E402
 from report import Deadline, Table, commit  # noqa: E402
 
 from lvdtool.data.augment import MultiCropAugment, MultiCropConfig, PhotometricBatch  # noqa: E402
+from lvdtool.data.augment.backend import resolve_backend  # noqa: E402
 from lvdtool.data.augment.color import normalize_  # noqa: E402
 from lvdtool.data.augment.geometry import to_float_image  # noqa: E402
 from lvdtool.data.augment.photometric import apply_photometric_  # noqa: E402
@@ -124,9 +126,15 @@ def _cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def recipe(args: argparse.Namespace) -> tuple[MultiCropConfig, int | None]:
+    """The recipe's crops with the CPU backend asked for (auto: numba where installed)."""
+    cfg, min_side, _ = RECIPES[args.recipe]
+    return dataclasses.replace(cfg, backend=resolve_backend(args.backend, "--backend")), min_side
+
+
 def run_mode(mode: str, jpegs: list[bytes], args: argparse.Namespace, device: torch.device, seconds: float,
              reference: dict[str, torch.Tensor]) -> dict:
-    cfg, min_side, _ = RECIPES[args.recipe]
+    cfg, min_side = recipe(args)
     data = Batches(jpegs, args.images, args.batch, cfg, min_side, mode)
     augment = data.augment
     first = _on_device(data[0], augment, device)  # warm-up (kernels, allocator) and the check
@@ -173,6 +181,8 @@ def main() -> None:
     ap.add_argument("--distinct", type=int, default=64, help="distinct JPEGs generated, cycled over")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "numba"],
+                    help="who renders on the CPU (workers' crops and resizes): data.augment_backend's choices")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--device-only-s", type=float, default=2.0, help="seconds of the device-only timing per placement")
     ap.add_argument("--deadline-s", type=float, help="seconds for the whole run, shared by the placements")
@@ -184,12 +194,12 @@ def main() -> None:
     torch.set_num_threads(1)  # as the loader's workers; the device does the batched work
     deadline = Deadline(args.deadline_s)
     jpegs = [scene_jpeg(i) for i in range(min(args.distinct, args.images))]
-    cfg, min_side, _ = RECIPES[args.recipe]
+    cfg, min_side = recipe(args)
     shape = f"2 x {cfg.global_crops_size} + {cfg.n_local_crops} x {cfg.local_crops_size}"
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     table = Table("data path with the augmentation on the device", COLUMNS, args.json, args.markdown,
                   {"commit": commit(), "torch": torch.__version__, "device": label, "crops": shape,
-                   "images": "500 x 375 JPEG"})
+                   "images": "500 x 375 JPEG", "cpu_backend": cfg.backend})
     reference = Batches(jpegs, args.images, args.batch, cfg, min_side, "cpu")[0]
     for i, mode in enumerate(args.modes):
         share = deadline.left() / (len(args.modes) - i)

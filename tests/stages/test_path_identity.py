@@ -73,8 +73,11 @@ def test_pretrain_resumes_with_an_absolute_path_from_another_cwd(work, monkeypat
     pretrain.main([*TINY, "data.images=images", "out=run"])
     config = read_manifest(work / "run").config
     assert config["out"] == str(work / "run") and config["data"]["images"] == str(work / "images")
+    assert config["data"]["augment_backend"] == "numba"  # "auto", stored as what it resolved to
     monkeypatch.chdir(work / "deeper" / "down")
     again = dict(pretrain.main([*TINY, f"data.images={work / 'images'}", "out=../../run"]))
     assert "resumed from" in again and again["resumed from"] == "ckpt-00000001", again
     with pytest.raises(ConfigError, match=r"another config \(optim\.weight_decay: 0\.04 -> 0\.01\)"):
         pretrain.main([*TINY, "data.images=../../images", f"out={work / 'run'}", "optim.weight_decay=0.01"])
+    with pytest.raises(ConfigError, match=r"another config \(data\.augment_backend: 'numba' -> 'torch'\)"):
+        pretrain.main([*TINY, "data.images=../../images", f"out={work / 'run'}", "data.augment_backend=torch"])

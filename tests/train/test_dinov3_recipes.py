@@ -93,3 +93,15 @@ def test_a_run_started_before_the_dinov3_keys_resumes_when_they_keep_their_defau
     assert config_differences(old, new) == []
     _, gram_on = compose_config("pretrain", [*REQUIRED, "recipe=vit_test", "gram.enabled=true"], PretrainConfig)
     assert config_differences(old, gram_on) == ["gram.enabled: None -> True"]
+
+
+def test_a_run_started_before_the_augment_backend_key_resumes_only_on_the_torch_backend():
+    """Its crops were rendered by torch; "auto" is stored as what it resolved to (the loop does it)."""
+    from lvdtool.train.run_dir import config_differences
+
+    _, new = compose_config("pretrain", [*REQUIRED, "recipe=vit_test", "data.augment_backend=torch"], PretrainConfig)
+    old = {**new, "data": {k: v for k, v in new["data"].items() if k != "augment_backend"}}
+    assert config_differences(old, new) == []
+    numba = {**new, "data": {**new["data"], "augment_backend": "numba"}}
+    assert config_differences(old, numba) == ["data.augment_backend: 'torch' -> 'numba'"]
+    assert config_differences(numba, new) == ["data.augment_backend: 'numba' -> 'torch'"]

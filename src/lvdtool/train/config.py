@@ -401,3 +401,9 @@ RESUME_IGNORES = (
     "parallel.compile",
     "parallel.peak_tflops",
 )
+
+# Keys added after runs existed whose manifests lack them, and what those runs trained with: a
+# manifest without the key reads as this value when a resume is compared (not as the new default).
+LEGACY_VALUES = {
+    "data.augment_backend": "torch",  # every run before the numba backend rendered its crops with torch
+}

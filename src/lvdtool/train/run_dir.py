@@ -17,7 +17,7 @@ from lvdtool.artifacts.output_lock import OutputLock
 from lvdtool.artifacts.ranks import rank_info
 from lvdtool.config_paths import comparable_paths
 from lvdtool.errors import ConfigError
-from lvdtool.train.config import RESUME_IGNORES
+from lvdtool.train.config import LEGACY_VALUES, RESUME_IGNORES
 
 STAGE = "pretrain"  # the default; hires-adapt and distill runs record their own stage name
 
@@ -34,8 +34,10 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys whose values differ, outside RESUME_IGNORES, as 'key: old -> new'. A key the old
     config lacks (a run started before lvd had it) counts only when the new value is not the
-    key's default: such a run trained as the default says."""
+    key's default: such a run trained as the default says; or, for the keys of LEGACY_VALUES, when
+    the new value is not what such runs trained with."""
     a, b = _flatten("", old, {}), _flatten("", new, {})
+    a.update({k: v for k, v in LEGACY_VALUES.items() if k not in a})
     defaults = _schema_defaults()
     keys = sorted((set(a) | set(b)) - set(RESUME_IGNORES))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys
