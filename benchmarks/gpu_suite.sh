@@ -132,7 +132,7 @@ import sys, torch
 cuda = torch.cuda.is_available()
 print(f"python {sys.version.split()[0]} ({sys.executable}), torch {torch.__version__}, cuda {torch.version.cuda}, "
       f"device {torch.cuda.get_device_name() if cuda else 'cpu'}")
-for name in ("numpy", "faiss", "omegaconf", "hydra", "webdataset", "PIL", "lvdtool"):
+for name in ("numpy", "faiss", "omegaconf", "hydra", "webdataset", "PIL", "numba", "lvdtool"):  # numba: the image has it
     try:
         module = __import__(name)
         print(f"{name} {getattr(module, '__version__', '?')}")

@@ -6,6 +6,11 @@ an img2dataset executable is given (installed in its own venv), runs it on the s
 same session and prints the ratio.
 
     python benchmarks/ingest.py --n 2000 [--img2dataset /tmp/i2d/bin/img2dataset] [--threads 32] [--processes 2]
+    python benchmarks/ingest.py --n 1000 --shard-size 1000 --processes 1 --repeats 5 \
+        --img2dataset /tmp/i2d/bin/img2dataset --set process.resample=area
+
+With --repeats R the two tools run in turn R times (fresh outputs each time) and the ratio is the
+median of the pairs' ratios; --set passes config overrides to lvd crawl-ingest.
 """
 from __future__ import annotations
 
@@ -69,6 +74,8 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=2, help="lvd local processes and img2dataset processes_count")
     ap.add_argument("--img2dataset", default=None, help="path to an img2dataset executable (own venv)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each tool, alternating; the ratio is the median pair's")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a crawl-ingest config override")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lvd-bench-ingest-"))
     web = work / "web"
@@ -85,24 +92,32 @@ def main() -> None:
         env = {**os.environ, "LVD_QUIET": "1"}
         rows = []
         shard = args.shard_size or max(1, args.n // (4 * args.processes))  # several shards per process
+        ratios: dict[int, list[float]] = {}
         for procs in sorted({1, args.processes}):
-            t = timed([lvd, "crawl-ingest", "--urls", str(urls), "--out", str(work / f"lvd{procs}"), "--allow-private-network",
-                       "--threads", str(args.threads), "--shard-size", str(shard), "--processes", str(procs)], env)
-            rows.append((f"lvd crawl-ingest, {procs} process(es)", t))
-            if args.img2dataset:
-                t = timed([args.img2dataset, "--url_list", str(urls), "--output_folder", str(work / f"i2d{procs}"),
-                           "--output_format", "webdataset", "--input_format", "txt", "--image_size", "512",
-                           "--resize_mode", "keep_ratio", "--resize_only_if_bigger", "True", "--processes_count",
-                           str(procs), "--thread_count", str(args.threads), "--encode_quality", "95",
-                           "--number_sample_per_shard", str(shard)])
-                rows.append((f"img2dataset, {procs} process(es)", t))
-        print(f"\n{args.n} images, {os.cpu_count()} cores, threads={args.threads}, shard size {shard}")
+            for r in range(args.repeats):
+                t = timed([lvd, "crawl-ingest", "--urls", str(urls), "--out", str(work / f"lvd{procs}-{r}"),
+                           "--allow-private-network", "--threads", str(args.threads), "--shard-size", str(shard),
+                           "--processes", str(procs), *args.set], env)
+                rows.append((f"lvd crawl-ingest, {procs} process(es)", t))
+                if args.img2dataset:
+                    t_i2d = timed([args.img2dataset, "--url_list", str(urls), "--output_folder",
+                                   str(work / f"i2d{procs}-{r}"), "--output_format", "webdataset", "--input_format",
+                                   "txt", "--image_size", "512", "--resize_mode", "keep_ratio",
+                                   "--resize_only_if_bigger", "True", "--processes_count", str(procs),
+                                   "--thread_count", str(args.threads), "--encode_quality", "95",
+                                   "--number_sample_per_shard", str(shard)])
+                    rows.append((f"img2dataset, {procs} process(es)", t_i2d))
+                    ratios.setdefault(procs, []).append(t_i2d / t)
+                for out in (work / f"lvd{procs}-{r}", work / f"i2d{procs}-{r}"):
+                    shutil.rmtree(out, ignore_errors=True)
+        print(f"\n{args.n} images, {os.cpu_count()} cores, threads={args.threads}, shard size {shard}, "
+              f"lvd overrides {args.set or 'none'}")
         print(f"{'tool':48s} {'seconds':>8s} {'images/s':>9s}")
         for name, t in rows:
             print(f"{name:48s} {t:8.1f} {args.n / t:9.1f}")
-        if args.img2dataset:
-            for i in range(0, len(rows), 2):
-                print(f"ratio lvd / img2dataset images/s ({rows[i][0].split(', ')[1]}): {rows[i + 1][1] / rows[i][1]:.2f}")
+        for procs, values in ratios.items():
+            print(f"ratio lvd / img2dataset images/s ({procs} process(es)): median {float(np.median(values)):.2f} "
+                  f"over {len(values)} pairs (min {min(values):.2f}, max {max(values):.2f})")
     finally:
         server.terminate()
         if not args.keep:

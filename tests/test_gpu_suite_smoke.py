@@ -43,9 +43,12 @@ def test_cpu_smoke_writes_every_table(tmp_path):
 
     data = json.loads((out / "data_path.json").read_text())
     assert [r["mode"] for r in data["rows"]] == ["cpu", "photometric on device", "all on device"]
+    assert data["meta"]["cpu_backend"] == "numba"  # --backend auto, numba installed (the dev extra)
     for r in data["rows"]:
         assert r["images"] >= 16 and r["cpu_ms_per_image"] > 0 and r["worker_cpu_ms_per_image"] > 0
-        assert r["max_abs_diff_vs_cpu"] == 0.0  # the same crops wherever the augmentation runs
+        # The same crops wherever the augmentation runs: the cpu placement renders with the numba
+        # backend, the device placements partly or wholly with torch ops, equal to float32 rounding.
+        assert r["max_abs_diff_vs_cpu"] <= (0.0 if r["mode"] == "cpu" else 2e-5), r
 
     embed = json.loads((out / "embed.json").read_text())
     (row,) = embed["rows"]

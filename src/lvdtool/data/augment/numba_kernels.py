@@ -209,15 +209,13 @@ def _blur(x, weights, tmp, row):
 
 
 @numba.njit(**_OPTS)
-def _solarize_normalize(x, solarize, threshold, mean, std):
+def _normalize(x, mean, std):
+    """(x - mean) / std per channel (normalize_'s division, not a multiplication by 1 / std)."""
     for c in range(3):
         m, s = mean[c], std[c]
         for i in range(x.shape[1]):
             for k in range(x.shape[2]):
-                v = x[c, i, k]
-                if solarize and v >= threshold:
-                    v = _ONE - v
-                x[c, i, k] = (v - m) / s
+                x[c, i, k] = (x[c, i, k] - m) / s
 
 
 @numba.njit(**_OPTS)
@@ -258,14 +256,14 @@ def _photometric(x, jitter, order, factors, grayscale, blur, solarize, threshold
 def render_crop(src, from_u8, top, left, h, w, x0, wx, y0, wy, out, tmp, row,
                 photometric, jitter, order, factors, grayscale, blur, solarize, threshold,
                 normalize, mean, std):
-    """Crop (top, left, h, w) of src ([3, H, W] uint8 or float32 in [0, 1]), resized to out
-    ([3, S, S] float32; from_u8: src is uint8) with the taps (x0, wx) along the width (mirrored for a flip) and (y0, wy)
-    along the height, clamped to [0, 1]; then, with `photometric`, the crop's colour operations,
-    and with `normalize`, (x - mean) / std. tmp: float32 [3, >= max(h, S), S] (also the blur's buffer),
-    row: float32 [>= (w + S) h and S + blur taps]."""
+    """Crop (top, left, h, w) of src ([3, H, W]; uint8 if from_u8, else float32 in [0, 1]),
+    resized to out ([3, S, S] float32) with the taps (x0, wx) along the width (mirrored for a
+    flip) and (y0, wy) along the height, clamped to [0, 1]; then, with `photometric`, the crop's
+    colour operations, and with `normalize`, (x - mean) / std. Buffers: tmp float32
+    [3, >= max(h, S), S] (also the blur's), row float32 [>= max((w + S) h, S + blur taps)]."""
     _horizontal(src, from_u8, top, left, h, w, x0, wx, tmp, row)
     _vertical(tmp, y0, wy, out)
     if photometric:
         _photometric(out, jitter, order, factors, grayscale, blur, solarize, threshold, tmp[0], row)
     if normalize:
-        _solarize_normalize(out, False, threshold, mean, std)
+        _normalize(out, mean, std)
